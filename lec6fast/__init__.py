@@ -1,0 +1,31 @@
+"""lec6fast: the training techniques of CS231n lecture 6 as fused, in-place Cython kernels.
+
+Every update runs as one pass over contiguous float32/float64 arrays, in place, with the GIL
+released, and is held to the NumPy code of lec6fast.reference, which is its specification.
+"""
+
+from ._version import __version__
+from . import _dispatch
+from ._dispatch import get_num_threads, set_num_threads
+
+_updates = _dispatch.kernels("_updates", _dispatch.level)
+
+sgd_ = _updates.sgd_
+momentum_ = _updates.momentum_
+nesterov_ = _updates.nesterov_
+adagrad_ = _updates.adagrad_
+rmsprop_ = _updates.rmsprop_
+adam_ = _updates.adam_
+ema_ = _updates.ema_
+
+
+def show_config(file=None):
+    """Print the version, the SIMD level in use, OpenMP and the thread count."""
+    from ._config import config_lines
+    print("\n".join(config_lines()), file=file)
+
+
+__all__ = [
+    "sgd_", "momentum_", "nesterov_", "adagrad_", "rmsprop_", "adam_", "ema_",
+    "set_num_threads", "get_num_threads", "show_config", "__version__",
+]

@@ -1,0 +1,38 @@
+"""What show_config() and `lec6fast bench` report about this build and machine."""
+
+import platform
+import sys
+
+import numpy as np
+
+from . import _dispatch, _runtime
+from ._version import __version__
+
+
+def config():
+    omp = _runtime.openmp_version()
+    return {
+        "lec6fast": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpu_simd_levels": list(_runtime.cpu_simd_levels()),
+        "built_simd_levels": list(_dispatch.available_levels()),
+        "simd_level": _dispatch.level,
+        "openmp": omp,
+        "num_threads": _dispatch.get_num_threads(),
+        "parallel_min_elements": _dispatch.kernels("_updates", _dispatch.level)._get_parallel_min(),
+    }
+
+
+def config_lines():
+    c = config()
+    omp = f"yes (_OPENMP {c['openmp']})" if c["openmp"] else "no (serial kernels)"
+    return [
+        f"lec6fast {c['lec6fast']}  (python {c['python']}, numpy {c['numpy']}, {c['machine']})",
+        f"  SIMD level in use : {c['simd_level']}  (CPU supports {', '.join(c['cpu_simd_levels'])}; "
+        f"this build has {', '.join(c['built_simd_levels'])})",
+        f"  OpenMP            : {omp}",
+        f"  threads           : {c['num_threads']}  (arrays of at least {c['parallel_min_elements']} "
+        f"elements are split)",
+    ]

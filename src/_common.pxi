@@ -1,0 +1,200 @@
+# Shared by every kernel family (textually included): the array contract, hyperparameter
+# parsing, the thread setting and the serial/OpenMP driver.  Nothing here writes to a user
+# array; the kernels are the only writers, and they run only after every check has passed.
+
+cimport numpy as cnp
+from cpython.object cimport PyObject
+from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_Check
+from libc.math cimport isfinite
+from libc.string cimport memcmp
+from cython cimport floating
+from cython.parallel cimport prange
+from numbers import Real as _Real, Integral as _Integral
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define LEC6_HAVE_OPENMP 1
+    #else
+    #define LEC6_HAVE_OPENMP 0
+    #endif
+    """
+    const int LEC6_HAVE_OPENMP
+
+
+# ---------------------------------------------------------------- the array contract
+
+cdef int check_arrays(str fn, tuple names, PyObject** objs, int n, unsigned int outputs) except -1:
+    """Enforce the array contract for one call and return the shared NumPy type number.
+
+    objs[0] is the reference array (x); bit i of `outputs` marks objs[i] as written in place.
+    Order of checks: type, dtype, shape, layout, writeability, overlap.
+    """
+    cdef int i, j, nd
+    cdef int typenum
+    cdef cnp.ndarray a, x
+    cdef char* p
+    cdef char* q
+    cdef Py_ssize_t nbytes
+    for i in range(n):
+        if not cnp.PyArray_Check(<object>objs[i]):
+            raise TypeError(f"{fn}: {names[i]} must be a numpy.ndarray of float32 or float64, "
+                            f"got {type(<object>objs[i]).__name__}")
+    x = <cnp.ndarray>objs[0]
+    typenum = cnp.PyArray_TYPE(x)
+    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(x):
+        raise TypeError(f"{fn}: {names[0]} must have dtype float32 or float64 (native byte order), "
+                        f"got {x.dtype.str if x.dtype.byteorder not in '=|' else x.dtype}")
+    for i in range(1, n):
+        a = <cnp.ndarray>objs[i]
+        if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a):
+            raise TypeError(f"{fn}: {names[i]} has dtype "
+                            f"{a.dtype.str if a.dtype.byteorder not in '=|' else a.dtype} "
+                            f"but {names[0]} has {x.dtype}")
+    nd = cnp.PyArray_NDIM(x)
+    for i in range(1, n):
+        a = <cnp.ndarray>objs[i]
+        if cnp.PyArray_NDIM(a) != nd or (nd > 0 and memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(x),
+                                                          nd * sizeof(cnp.npy_intp)) != 0):
+            raise ValueError(f"{fn}: {names[i]} has shape {(<object>a).shape} but {names[0]} has shape {(<object>x).shape}")
+    for i in range(n):
+        a = <cnp.ndarray>objs[i]
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            raise ValueError(f"{fn}: {names[i]} must be C-contiguous, got strides {(<object>a).strides} for shape "
+                             f"{(<object>a).shape}; lec6fast never copies (a copy would lose the in-place update), "
+                             f"pass numpy.ascontiguousarray({names[i]}) and keep using that array")
+        if not cnp.PyArray_ISALIGNED(a):
+            raise ValueError(f"{fn}: {names[i]} is not aligned to its dtype ({a.dtype}); "
+                             f"pass an aligned copy and keep using that array")
+    for i in range(n):
+        if (outputs >> i) & 1 and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>objs[i]):
+            raise ValueError(f"{fn}: {names[i]} is read-only, but {fn} updates it in place")
+    nbytes = cnp.PyArray_NBYTES(x)
+    if nbytes > 0:
+        for i in range(n):
+            if not (outputs >> i) & 1:
+                continue
+            p = cnp.PyArray_BYTES(<cnp.ndarray>objs[i])
+            for j in range(n):
+                if j == i or (j < i and (outputs >> j) & 1):
+                    continue        # pairs of outputs are checked once
+                q = cnp.PyArray_BYTES(<cnp.ndarray>objs[j])
+                if p < q + nbytes and q < p + nbytes:
+                    raise ValueError(f"{fn}: {names[i]} shares memory with {names[j]}; "
+                                     f"{names[i]} is updated in place and must be a separate array")
+    return typenum
+
+
+# ---------------------------------------------------------------- hyperparameters
+
+cdef enum Range:
+    NONNEG      # finite, >= 0
+    POSITIVE    # finite, > 0
+    UNIT        # in [0, 1)
+
+cdef double real(str fn, str name, object value, Range rng) except? -1.0:
+    """A hyperparameter as a C double, or ValueError naming it, its allowed range and the value."""
+    cdef double v
+    if PyFloat_Check(value):            # float and numpy.float64, the common case
+        v = PyFloat_AS_DOUBLE(value)
+    elif PyLong_Check(value) or isinstance(value, _Real):
+        try:
+            v = float(value)
+        except OverflowError:
+            v = float("inf")
+    else:
+        raise ValueError(f"{fn}: {name} must be a real number, got {value!r} ({type(value).__name__})")
+    if rng == UNIT:
+        if 0.0 <= v < 1.0:
+            return v
+        raise ValueError(f"{fn}: {name} must be in [0, 1), got {value!r}")
+    if isfinite(v) and (v > 0.0 or (rng == NONNEG and v == 0.0)):
+        return v
+    raise ValueError(f"{fn}: {name} must be a finite number {'>= 0' if rng == NONNEG else '> 0'}, "
+                     f"got {value!r}")
+
+
+cdef double step_number(str fn, str name, object value) except? -1.0:
+    """A 1-based step count t (an integer >= 1), as the double the bias correction needs."""
+    if not (PyLong_Check(value) or isinstance(value, _Integral)):
+        raise ValueError(f"{fn}: {name} must be an integer >= 1 (the 1-based step number), "
+                         f"got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{fn}: {name} must be an integer >= 1 (the 1-based step number), got {value!r}")
+    try:
+        return float(int(value))
+    except OverflowError:
+        return float("inf")             # beta**t underflows to 0, as it would at t = 10**400
+
+
+# ---------------------------------------------------------------- threads and the driver
+
+# Below this many elements a call runs on the calling thread: forking the OpenMP team costs
+# more than the loop.  Chosen by measurement (see benchmarks/ and the closing notes).
+cdef Py_ssize_t _parallel_min = 1 << 15
+cdef int _num_threads = 1
+
+
+def _set_num_threads(int n):
+    global _num_threads
+    _num_threads = n if LEC6_HAVE_OPENMP else 1
+
+
+def _get_num_threads():
+    return _num_threads
+
+
+def _set_parallel_min(Py_ssize_t n):
+    """Private: let tests push small arrays through the OpenMP path."""
+    global _parallel_min
+    _parallel_min = max(n, 1)
+
+
+def _get_parallel_min():
+    return _parallel_min
+
+
+ctypedef struct Step:
+    char* a[6]          # data pointers of the call's arrays, in signature order (a[0] is x)
+    double h[8]         # derived hyperparameters in double; each kernel rounds them to its dtype
+
+
+ctypedef void (*kernel32)(float*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil
+ctypedef void (*kernel64)(double*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil
+
+
+cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int nt) noexcept nogil:
+    # Equal chunks rounded up to 64 elements, so no two threads write the same cache line
+    # and each thread's vector loop starts on a whole vector.
+    return ((n + nt - 1) // nt + 63) & ~(<Py_ssize_t>63)
+
+
+cdef void run(void (*kernel)(floating*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil,
+              floating* x, const Step* s, Py_ssize_t n, int nt) noexcept nogil:
+    """Apply an element-wise kernel to [0, n): serially, or split in nt static chunks."""
+    cdef Py_ssize_t c, per
+    if nt <= 1 or n < _parallel_min:
+        kernel(x, s, 0, n)
+        return
+    per = chunk_size(n, nt)
+    nt = <int>((n + per - 1) // per)
+    for c in prange(nt, num_threads=nt, schedule="static"):
+        kernel(x, s, c * per, min(n, (c + 1) * per))
+
+
+cdef int launch(kernel32 k32, kernel64 k64, int typenum, PyObject** objs, int n, Step* s) except -1:
+    """Point the step at the arrays and run the kernel with the GIL released."""
+    cdef int i
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>objs[0])
+    cdef int nt = _num_threads
+    for i in range(n):
+        s.a[i] = cnp.PyArray_BYTES(<cnp.ndarray>objs[i])
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            run(k32, <float*>s.a[0], s, size, nt)
+        else:
+            run(k64, <double*>s.a[0], s, size, nt)
+    return 0
