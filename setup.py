@@ -24,8 +24,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SRC = "src"
-FAMILIES = ["_updates"]                 # src/<family>.pyx -> lec6fast.<family>[_<level>]
 HELPERS = ["_runtime"]                  # compiled once, baseline flags
+# Every other src/<family>.pyx is a kernel family -> lec6fast.<family>[_<level>]
+FAMILIES = sorted(p.stem for p in Path(SRC).glob("*.pyx") if p.stem not in HELPERS)
 
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386", "x86")
 MSVC = sys.platform == "win32"

@@ -46,3 +46,90 @@ def adam_(x, dx, m, v, *, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
 
 def ema_(x_avg, x, *, decay=0.995):
     x_avg[...] = decay * x_avg + (1 - decay) * x
+
+
+# ---------------------------------------------------------------- dropout
+# p is the probability of KEEPING a unit (the lecture's convention; PyTorch's p = 1 - p).
+
+def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
+    """The lecture's dropout.  Returns (out, U): U is the float mask the backward multiplies
+    by (U = keep/p for inverted dropout, keep for vanilla), None at test time."""
+    if train:
+        rng = np.random.default_rng(rng)
+        U = rng.random(x.shape) < p
+        if inverted:
+            U = U / p
+        res = x * U
+    else:
+        U = None
+        res = x if inverted else x * p
+    return _store(res, x.dtype, out), U
+
+
+def dropout_backward(dout, mask, *, out=None):
+    """dx = dout * U.  mask is this module's U, or the compact mask of lec6fast.dropout_forward."""
+    U = mask
+    if hasattr(mask, "to_array"):
+        U = mask.to_array()
+        if mask.inverted:
+            U = U / mask.p
+    return _store(dout * U, dout.dtype, out)
+
+
+def _store(res, dtype, out):
+    if out is None:
+        return np.asarray(res, dtype=dtype)
+    out[...] = res
+    return out
+
+
+# ---------------------------------------------------------------- batch normalization
+# x is (N, D), or (N, C, H, W) normalized per channel over N, H and W.
+
+def _bn_axes(x):
+    return ((0,), (1, -1)) if x.ndim == 2 else ((0, 2, 3), (1, -1, 1, 1))
+
+
+def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
+                      momentum=0.9, eps=1e-5, out=None):
+    """The lecture's batch normalization, with the biased batch variance.  Returns (out, cache);
+    the cache is for this module's batchnorm_backward (None at test time)."""
+    axes, shape = _bn_axes(x)
+    if train:
+        mu = x.mean(axis=axes)
+        xmu = x - mu.reshape(shape)
+        var = (xmu**2).mean(axis=axes)
+        sqrtvar = np.sqrt(var + eps)
+        ivar = 1 / sqrtvar
+        xhat = xmu * ivar.reshape(shape)
+        res = gamma.reshape(shape) * xhat + beta.reshape(shape)
+        running_mean[...] = momentum * running_mean + (1 - momentum) * mu
+        running_var[...] = momentum * running_var + (1 - momentum) * var
+        cache = (xhat, xmu, ivar, sqrtvar, var, gamma, eps, axes, shape)
+    else:
+        xhat = (x - running_mean.reshape(shape)) / np.sqrt(running_var.reshape(shape) + eps)
+        res = gamma.reshape(shape) * xhat + beta.reshape(shape)
+        cache = None
+    return _store(res, x.dtype, out), cache
+
+
+def batchnorm_backward(dout, cache):
+    """Backpropagation through the forward's computational graph, stage by stage (an
+    independent derivation from the closed form the fast kernel uses).  Returns
+    (dx, dgamma, dbeta)."""
+    xhat, xmu, ivar, sqrtvar, var, gamma, eps, axes, shape = cache
+    N = dout.size // gamma.size
+    dbeta = dout.sum(axis=axes)
+    dgamma = (dout * xhat).sum(axis=axes)
+    dxhat = dout * gamma.reshape(shape)
+    divar = (dxhat * xmu).sum(axis=axes)
+    dxmu1 = dxhat * ivar.reshape(shape)
+    dsqrtvar = -1 / sqrtvar**2 * divar
+    dvar = 0.5 / np.sqrt(var + eps) * dsqrtvar
+    dsq = np.ones_like(dout) / N * dvar.reshape(shape)
+    dxmu2 = 2 * xmu * dsq
+    dx1 = dxmu1 + dxmu2
+    dmu = -dx1.sum(axis=axes)
+    dx2 = np.ones_like(dout) / N * dmu.reshape(shape)
+    dx = dx1 + dx2
+    return dx.astype(dout.dtype, copy=False), dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)

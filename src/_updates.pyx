@@ -255,3 +255,58 @@ def ema_(x_avg, x, *, decay=0.995):
 for _f in (sgd_, momentum_, nesterov_, adagrad_, rmsprop_, adam_, ema_):
     _f.__doc__ += _CONTRACT
 del _f
+
+
+# ---------------------------------------------------------------- bandwidth probes (private)
+# Same driver, threads and SIMD level as the kernels above, so `lec6fast bench` and the
+# benchmarks can read a kernel's GB/s against what this machine moves in the same run.
+
+cdef void _copy_k(floating* dst, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef const floating* src = <const floating*>s.a[1]
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        dst[i] = src[i]
+
+
+cdef void _triad_k(floating* a, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef const floating* b = <const floating*>s.a[1]
+    cdef const floating* c = <const floating*>s.a[2]
+    cdef floating k = <floating>s.h[0]
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        a[i] = b[i] + k * c[i]
+
+
+cdef void _scale_k(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef floating k = <floating>s.h[0]
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        x[i] = k * x[i]
+
+
+def _copy(dst, src):
+    """Bandwidth probe: dst[...] = src (one read and one write stream)."""
+    cdef PyObject* o[2]
+    cdef Step s
+    o[0] = <PyObject*>dst; o[1] = <PyObject*>src
+    launch(_copy_k[float], _copy_k[double], check_arrays("_copy", ("dst", "src"), o, 2, 0b1), o, 2, &s)
+
+
+def _triad(a, b, c, *, s):
+    """Bandwidth probe (STREAM triad): a[...] = b + s*c (two read streams, one write)."""
+    cdef PyObject* o[3]
+    cdef Step st
+    o[0] = <PyObject*>a; o[1] = <PyObject*>b; o[2] = <PyObject*>c
+    cdef int typenum = check_arrays("_triad", ("a", "b", "c"), o, 3, 0b1)
+    st.h[0] = real("_triad", "s", s, NONNEG)
+    launch(_triad_k[float], _triad_k[double], typenum, o, 3, &st)
+
+
+def _scale_(x, *, s):
+    """Bandwidth probe: x *= s in place, the pure read-modify-write stream the updates make."""
+    cdef PyObject* o[1]
+    cdef Step st
+    o[0] = <PyObject*>x
+    cdef int typenum = check_arrays("_scale_", ("x",), o, 1, 0b1)
+    st.h[0] = real("_scale_", "s", s, NONNEG)
+    launch(_scale_k[float], _scale_k[double], typenum, o, 1, &st)
