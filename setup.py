@@ -37,7 +37,8 @@ SIMD_LEVELS = {
     "avx512": ["-mavx2", "-mfma", "-mbmi", "-mbmi2",
                "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mavx512cd"],
 }
-UNIX_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+# (-Wno-unused-function: every family includes all of _common.pxi's helpers)
+UNIX_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"]
 MSVC_FLAGS = ["/O2", "/fp:precise"]
 
 

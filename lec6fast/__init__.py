@@ -18,6 +18,11 @@ rmsprop_ = _updates.rmsprop_
 adam_ = _updates.adam_
 ema_ = _updates.ema_
 
+_dropout = _dispatch.kernels("_dropout", _dispatch.level)
+dropout_forward = _dropout.dropout_forward
+dropout_backward = _dropout.dropout_backward
+from ._dropout_mask import DropoutMask
+
 
 def show_config(file=None):
     """Print the version, the SIMD level in use, OpenMP and the thread count."""
@@ -27,5 +32,6 @@ def show_config(file=None):
 
 __all__ = [
     "sgd_", "momentum_", "nesterov_", "adagrad_", "rmsprop_", "adam_", "ema_",
+    "dropout_forward", "dropout_backward", "DropoutMask",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

@@ -8,6 +8,7 @@ from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 from libc.math cimport isfinite
 from libc.string cimport memcmp
+from libc.stdint cimport uint32_t
 from cython cimport floating
 from cython.parallel cimport prange
 from numbers import Real as _Real, Integral as _Integral
@@ -94,6 +95,7 @@ cdef enum Range:
     NONNEG      # finite, >= 0
     POSITIVE    # finite, > 0
     UNIT        # in [0, 1)
+    PROB        # in (0, 1]
 
 cdef double real(str fn, str name, object value, Range rng) except? -1.0:
     """A hyperparameter as a C double, or ValueError naming it, its allowed range and the value."""
@@ -111,6 +113,10 @@ cdef double real(str fn, str name, object value, Range rng) except? -1.0:
         if 0.0 <= v < 1.0:
             return v
         raise ValueError(f"{fn}: {name} must be in [0, 1), got {value!r}")
+    if rng == PROB:
+        if 0.0 < v <= 1.0:
+            return v
+        raise ValueError(f"{fn}: {name} must be in (0, 1], got {value!r}")
     if isfinite(v) and (v > 0.0 or (rng == NONNEG and v == 0.0)):
         return v
     raise ValueError(f"{fn}: {name} must be a finite number {'>= 0' if rng == NONNEG else '> 0'}, "
@@ -160,16 +166,21 @@ def _get_parallel_min():
 ctypedef struct Step:
     char* a[6]          # data pointers of the call's arrays, in signature order (a[0] is x)
     double h[8]         # derived hyperparameters in double; each kernel rounds them to its dtype
+    uint32_t k[6]       # integer parameters (random-number keys, thresholds)
 
 
 ctypedef void (*kernel32)(float*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil
 ctypedef void (*kernel64)(double*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil
 
 
+cdef enum:
+    CHUNK_ALIGN = 128
+
 cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int nt) noexcept nogil:
-    # Equal chunks rounded up to 64 elements, so no two threads write the same cache line
-    # and each thread's vector loop starts on a whole vector.
-    return ((n + nt - 1) // nt + 63) & ~(<Py_ssize_t>63)
+    # Equal chunks rounded up to 128 elements: no two threads write the same cache line or
+    # mask byte, each thread's vector loop starts on a whole vector, and dropout's chunks
+    # start on a whole group of random draws.
+    return ((n + nt - 1) // nt + CHUNK_ALIGN - 1) & ~(<Py_ssize_t>CHUNK_ALIGN - 1)
 
 
 cdef void run(void (*kernel)(floating*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil,

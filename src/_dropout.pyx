@@ -1,0 +1,218 @@
+# Cython directives (boundscheck/wraparound off, cdivision on) are set in setup.py.
+"""Dropout of CS231n lecture 6 as fused kernels (the public API re-exports these).
+
+p is the probability of KEEPING a unit, as in the lecture.  Train mode draws the keep-mask and
+applies it in the same pass that writes out, storing the mask as 1 bit per element.
+
+Random numbers: Philox4x32-10 (src/_philox.h), keyed by 128 bits drawn from the caller's
+numpy.random.Generator on each call.  Element i uses one 32-bit word u_i of the Philox stream
+(counter = i's block) and is kept iff u_i < p * 2**32, i.e. with probability
+ceil(p * 2**32) / 2**32, within 2**-32 of p.  Because u_i depends only on (key, i), masks are
+the same for every thread count, SIMD level and dtype.
+"""
+
+include "_common.pxi"
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.math cimport ceil
+import numpy as np
+from lec6fast._dropout_mask import DropoutMask
+
+cdef extern from "_philox.h" nogil:
+    enum: LEC6_PHILOX_DRAWS
+    void lec6_philox_group(uint32_t* u, uint64_t group, const uint32_t* key, const uint32_t* nonce)
+    void lec6_philox4x32_10(uint32_t* c, const uint32_t* key)
+
+# The RNG makes dropout compute-bound on in-cache sizes: it pays to split sooner.
+_set_parallel_min(1 << 13)
+
+
+cdef inline void pack_bits(const uint8_t* keep, Py_ssize_t m, uint8_t* bits) noexcept nogil:
+    """bits[q] bit j = keep[8q + j] (0 or 1); a partial last byte is zero-padded."""
+    cdef Py_ssize_t q, j
+    cdef uint64_t v
+    for q in range(m // 8):
+        v = 0
+        for j in range(8):
+            v |= (<uint64_t>keep[8 * q + j]) << (8 * j)
+        bits[q] = <uint8_t>((v * 0x0102040810204080ULL) >> 56)   # gathers byte j's low bit at bit j
+    if m % 8:
+        v = 0
+        for j in range(m % 8):
+            v |= (<uint64_t>keep[8 * (m // 8) + j]) << j
+        bits[m // 8] = <uint8_t>v
+
+
+cdef inline void apply_keep(const floating* x, floating* out, const uint8_t* keep, Py_ssize_t m,
+                            double scale) noexcept nogil:
+    # x * (scale if kept else 0) in double, rounded once, as NumPy computes x * (U / p); a
+    # dropped NaN stays NaN (NaN * 0), as in the reference.
+    cdef Py_ssize_t j
+    for j in range(m):
+        out[j] = <floating>(<double>x[j] * (scale if keep[j] else 0.0))
+
+
+cdef void _forward(floating* out, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # lo is a multiple of LEC6_PHILOX_DRAWS (see chunk_size), so [lo, hi) is whole groups of
+    # draws plus, at the very end of the array, one partial group.
+    cdef const floating* x = <const floating*>s.a[1]
+    cdef uint8_t* bits = <uint8_t*>s.a[2]
+    cdef double scale = s.h[0]
+    cdef uint32_t last_kept = s.k[4]          # keep iff u <= last_kept
+    cdef uint32_t u[LEC6_PHILOX_DRAWS]
+    cdef uint8_t keep[LEC6_PHILOX_DRAWS]
+    cdef Py_ssize_t g, i0, j, m, D = LEC6_PHILOX_DRAWS
+    for g in range(lo // D, (hi + D - 1) // D):
+        lec6_philox_group(u, <uint64_t>g, &s.k[0], &s.k[2])
+        i0 = g * D
+        if hi - i0 >= D:                        # constant trip counts: these loops vectorize
+            for j in range(LEC6_PHILOX_DRAWS):
+                keep[j] = u[j] <= last_kept
+            apply_keep(x + i0, out + i0, keep, LEC6_PHILOX_DRAWS, scale)
+            pack_bits(keep, LEC6_PHILOX_DRAWS, bits + i0 // 8)
+        else:
+            m = hi - i0
+            for j in range(m):
+                keep[j] = u[j] <= last_kept
+            apply_keep(x + i0, out + i0, keep, m, scale)
+            pack_bits(keep, m, bits + i0 // 8)
+
+
+cdef void _backward(floating* dx, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # dx = dout * (scale if kept else 0), a mask byte at a time (lo is a multiple of 8).
+    cdef const floating* dout = <const floating*>s.a[1]
+    cdef const uint8_t* bits = <const uint8_t*>s.a[2]
+    cdef double scale = s.h[0]
+    cdef Py_ssize_t q, i, j
+    cdef uint32_t b
+    for q in range(lo // 8, hi // 8):
+        b = bits[q]
+        for j in range(8):
+            dx[8 * q + j] = <floating>(<double>dout[8 * q + j] * (scale if (b >> j) & 1 else 0.0))
+    for i in range(max(lo, hi - hi % 8), hi):
+        dx[i] = <floating>(<double>dout[i] * (scale if (bits[i >> 3] >> (i & 7)) & 1 else 0.0))
+
+
+# ---------------------------------------------------------------- public wrappers
+
+cdef object _generator(object rng):
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0):
+        return np.random.default_rng(rng)
+    raise TypeError(f"dropout_forward: rng must be a numpy.random.Generator, a non-negative int seed "
+                    f"or None, got {rng!r}")
+
+
+cdef int check_out(str fn, str src_name, object out, object src) except -1:
+    """out must be writeable and shaped like src; it may be src itself, but not overlap it otherwise."""
+    cdef PyObject* o[2]
+    o[0] = <PyObject*>src; o[1] = <PyObject*>out
+    if out is src:
+        check_arrays(fn, ("out",), o + 1, 1, 0b1)
+    else:
+        check_arrays(fn, (src_name, "out"), o, 2, 0b10)
+    return 0
+
+
+def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
+    """Dropout; p is the probability of KEEPING a unit (PyTorch's p is 1 - this p).
+
+    Train mode draws a keep-mask U (U_i = 1 with probability p) and, in the same pass, writes
+
+        inverted (default):  out = x * U / p        (test time: out = x)
+        vanilla:             out = x * U            (test time: out = x * p)
+
+    returning (out, mask), where mask is a DropoutMask holding 1 bit per element for
+    dropout_backward.  Test mode returns (x, None) for inverted dropout (no copy unless out is
+    given) and (x * p, None) for vanilla.  out, if given, is written and returned; it may be x
+    itself.  Arithmetic is in double, rounded once to x's dtype, as NumPy computes x * (U / p).
+
+    rng: a numpy.random.Generator (advanced by one draw of four 32-bit words per train-mode
+    call), an int seed, or None for fresh entropy.  The mask depends only on those words, so a
+    seeded Generator gives the same masks on every run, machine, thread count and dtype.
+    The generator is Philox4x32-10; unit i is kept iff its 32-bit draw u_i < p * 2**32.
+    """
+    cdef PyObject* o[3]
+    cdef Step s
+    cdef int typenum
+    cdef double keep_p
+    o[0] = <PyObject*>x
+    typenum = check_arrays("dropout_forward", ("x",), o, 1, 0)
+    keep_p = real("dropout_forward", "p", p, PROB)
+    if out is not None:
+        check_out("dropout_forward", "x", out, x)
+    if not train:
+        if not inverted:
+            return np.multiply(x, x.dtype.type(keep_p), out=out), None
+        if out is None or out is x:
+            return x, None
+        np.copyto(out, x)
+        return out, None
+    gen = _generator(rng)
+
+    words = gen.integers(0, 1 << 32, size=4, dtype=np.uint32)
+    if out is None:
+        out = np.empty_like(x)
+    bits = np.empty((x.size + 7) // 8, dtype=np.uint8)
+    for i in range(4):
+        s.k[i] = words[i]
+    # keep iff u < p * 2**32  <=>  u <= ceil(p * 2**32) - 1   (p * 2**32 is exact in double)
+    s.k[4] = <uint32_t>(<uint64_t>ceil(keep_p * 4294967296.0) - 1)
+    s.h[0] = 1.0 / keep_p if inverted else 1.0
+    o[0] = <PyObject*>out; o[1] = <PyObject*>x; o[2] = <PyObject*>bits
+    launch(_forward[float], _forward[double], typenum, o, 3, &s)
+    bits.flags.writeable = False
+    return out, DropoutMask(bits, x.shape, keep_p, inverted)
+
+
+def dropout_backward(dout, mask, *, out=None):
+    """Backward of dropout_forward:  dx = dout * U / p (inverted) or dout * U (vanilla),
+
+    where U is the keep-mask of `mask` (the DropoutMask that dropout_forward returned).
+    out, if given, is written and returned; it may be dout itself.  Returns dx.
+    """
+    cdef PyObject* o[3]
+    cdef Step s
+    o[0] = <PyObject*>dout
+    cdef int typenum = check_arrays("dropout_backward", ("dout",), o, 1, 0)
+    if not isinstance(mask, DropoutMask):
+        raise TypeError(f"dropout_backward: mask must be the DropoutMask returned by "
+                        f"lec6fast.dropout_forward, got {type(mask).__name__}")
+    if mask.shape != dout.shape:
+        raise ValueError(f"dropout_backward: mask is for shape {mask.shape} but dout has shape {dout.shape}")
+    bits = mask.bits
+    if (type(bits) is not np.ndarray or bits.dtype != np.uint8 or bits.ndim != 1
+            or bits.shape[0] != (dout.size + 7) // 8 or not bits.flags.c_contiguous):
+        raise ValueError("dropout_backward: mask.bits is not the packed mask of a "
+                         f"{mask.shape} array (expected {(dout.size + 7) // 8} contiguous uint8)")
+    keep_p = real("dropout_backward", "mask.p", mask.p, PROB)
+    if out is not None:
+        check_out("dropout_backward", "dout", out, dout)
+    else:
+        out = np.empty_like(dout)
+    s.h[0] = 1.0 / keep_p if mask.inverted else 1.0
+    o[0] = <PyObject*>out; o[1] = <PyObject*>dout; o[2] = <PyObject*>bits
+    launch(_backward[float], _backward[double], typenum, o, 3, &s)
+    return out
+
+
+def _philox4x32_10(counter, key):
+    """Private: one Philox4x32-10 block, for the known-answer tests."""
+    cdef uint32_t c[4]
+    cdef uint32_t k[2]
+    for i in range(4):
+        c[i] = counter[i]
+    k[0] = key[0]; k[1] = key[1]
+    lec6_philox4x32_10(c, k)
+    return tuple(c[i] for i in range(4))
+
+
+def _philox_group(group, key, nonce):
+    """Private: the 128 words of one group as the dropout kernel sees them, for the tests."""
+    cdef uint32_t u[LEC6_PHILOX_DRAWS]
+    cdef uint32_t k[2]
+    cdef uint32_t n[2]
+    k[0] = key[0]; k[1] = key[1]; n[0] = nonce[0]; n[1] = nonce[1]
+    lec6_philox_group(u, group, k, n)
+    return np.array([u[i] for i in range(LEC6_PHILOX_DRAWS)], dtype=np.uint32)

@@ -1,0 +1,128 @@
+/* Philox4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3",
+ * SC'11), the counter-based generator behind dropout on most GPUs.  Output is a pure function of
+ * (counter, key), so any element's draw can be computed independently: the masks are the same for
+ * every thread count, chunking and SIMD level.
+ *
+ * lec6_philox_group(u, group, key, nonce) fills u[0..127] with the 4 output words of the
+ * LEC6_PHILOX_BLOCKS = 32 blocks whose counters are
+ *     (lo32(group*32 + b), hi32(group*32 + b), nonce[0], nonce[1]),  b = 0..31,
+ * word w of block b going to u[32*w + b] (an SoA layout, so the vector code stores whole vectors).
+ *
+ * The arithmetic is exact integer math, so the AVX-512, AVX2, SSE2 and scalar versions below give
+ * identical words; which one is compiled depends on the flags of the module's SIMD level.
+ */
+#ifndef LEC6_PHILOX_H
+#define LEC6_PHILOX_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define LEC6_PHILOX_BLOCKS 32
+#define LEC6_PHILOX_DRAWS (4 * LEC6_PHILOX_BLOCKS)
+#define LEC6_PHILOX_M0 0xD2511F53u
+#define LEC6_PHILOX_M1 0xCD9E8D57u
+#define LEC6_PHILOX_W0 0x9E3779B9u
+#define LEC6_PHILOX_W1 0xBB67AE85u
+
+/* One block, the textbook way: used by the fallback and by the known-answer tests. */
+static inline void lec6_philox4x32_10(uint32_t c[4], const uint32_t key[2])
+{
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)LEC6_PHILOX_M0 * c[0];
+        uint64_t p1 = (uint64_t)LEC6_PHILOX_M1 * c[2];
+        uint32_t y0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0;
+        uint32_t y2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
+        c[1] = (uint32_t)p1;
+        c[3] = (uint32_t)p0;
+        c[0] = y0;
+        c[2] = y2;
+        k0 += LEC6_PHILOX_W0;
+        k1 += LEC6_PHILOX_W1;
+    }
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__AVX2__) || defined(__AVX512F__))
+#include <immintrin.h>
+
+#if defined(__AVX512F__)
+#define LEC6_VBYTES 64
+typedef __m512i lec6_vi;
+#define LEC6_MUL_EPU32(a, b) _mm512_mul_epu32((a), (b))
+#define LEC6_HI_BLEND(even, odd) _mm512_mask_blend_epi32(0xAAAA, (even), (odd))
+#elif defined(__AVX2__)
+#define LEC6_VBYTES 32
+typedef __m256i lec6_vi;
+#define LEC6_MUL_EPU32(a, b) _mm256_mul_epu32((a), (b))
+#define LEC6_HI_BLEND(even, odd) _mm256_blend_epi32((even), (odd), 0xAA)
+#else
+#define LEC6_VBYTES 16
+typedef __m128i lec6_vi;
+#define LEC6_MUL_EPU32(a, b) _mm_mul_epu32((a), (b))
+#endif
+
+#define LEC6_LANES (LEC6_VBYTES / 4)
+typedef uint32_t lec6_u32v __attribute__((vector_size(LEC6_VBYTES)));
+typedef uint64_t lec6_u64v __attribute__((vector_size(LEC6_VBYTES)));
+
+/* hi and lo 32-bit halves of a * m in every lane (mul_epu32 multiplies the even lanes). */
+static inline void lec6_mulhilo(lec6_u32v a, uint32_t m, lec6_u32v *hi, lec6_u32v *lo)
+{
+    const lec6_u64v mv = (lec6_u64v){0} + (uint64_t)m;
+    lec6_u64v even = (lec6_u64v)LEC6_MUL_EPU32((lec6_vi)a, (lec6_vi)mv);
+    lec6_u64v odd = (lec6_u64v)LEC6_MUL_EPU32((lec6_vi)((lec6_u64v)a >> 32), (lec6_vi)mv);
+#ifdef LEC6_HI_BLEND
+    *hi = (lec6_u32v)LEC6_HI_BLEND((lec6_vi)(even >> 32), (lec6_vi)odd);
+    *lo = a * m;
+#else  /* SSE2 has neither a dword blend nor a 32-bit low multiply */
+    const lec6_u64v low = (lec6_u64v){0} + 0xFFFFFFFFull;
+    *hi = (lec6_u32v)((even >> 32) | (odd & ~low));
+    *lo = (lec6_u32v)((even & low) | (odd << 32));
+#endif
+}
+
+static inline void lec6_philox_group(uint32_t *u, uint64_t group, const uint32_t key[2],
+                                     const uint32_t nonce[2])
+{
+    const uint64_t first = group * LEC6_PHILOX_BLOCKS;
+    for (int s = 0; s < LEC6_PHILOX_BLOCKS; s += LEC6_LANES) {
+        lec6_u32v c0, c1, c2, c3, h0, l0, h1, l1;
+        uint32_t k0 = key[0], k1 = key[1];
+        for (int b = 0; b < LEC6_LANES; b++)
+            c0[b] = (uint32_t)(first + s + b);
+        c1 = (lec6_u32v){0} + (uint32_t)(first >> 32);   /* first is a multiple of 32: no carry */
+        c2 = (lec6_u32v){0} + nonce[0];
+        c3 = (lec6_u32v){0} + nonce[1];
+        for (int r = 0; r < 10; r++) {
+            lec6_mulhilo(c0, LEC6_PHILOX_M0, &h0, &l0);
+            lec6_mulhilo(c2, LEC6_PHILOX_M1, &h1, &l1);
+            c0 = h1 ^ c1 ^ k0;
+            c2 = h0 ^ c3 ^ k1;
+            c1 = l1;
+            c3 = l0;
+            k0 += LEC6_PHILOX_W0;
+            k1 += LEC6_PHILOX_W1;
+        }
+        memcpy(u + s, &c0, LEC6_VBYTES);
+        memcpy(u + LEC6_PHILOX_BLOCKS + s, &c1, LEC6_VBYTES);
+        memcpy(u + 2 * LEC6_PHILOX_BLOCKS + s, &c2, LEC6_VBYTES);
+        memcpy(u + 3 * LEC6_PHILOX_BLOCKS + s, &c3, LEC6_VBYTES);
+    }
+}
+
+#else  /* other compilers and CPUs: the same words, one block at a time */
+
+static inline void lec6_philox_group(uint32_t *u, uint64_t group, const uint32_t key[2],
+                                     const uint32_t nonce[2])
+{
+    for (int b = 0; b < LEC6_PHILOX_BLOCKS; b++) {
+        uint64_t ctr = group * LEC6_PHILOX_BLOCKS + b;
+        uint32_t c[4] = {(uint32_t)ctr, (uint32_t)(ctr >> 32), nonce[0], nonce[1]};
+        lec6_philox4x32_10(c, key);
+        for (int w = 0; w < 4; w++)
+            u[LEC6_PHILOX_BLOCKS * w + b] = c[w];
+    }
+}
+
+#endif
+#endif
