@@ -1,0 +1,320 @@
+"""Shared fixtures for the lec6fast tests.
+
+The tests are meant to exercise the *installed* package (the wheel), not the source
+checkout: the guard below aborts the session if `lec6fast` would be imported from the
+`lec6fast/` directory next to `tests/`, unless LEC6FAST_TEST_SOURCE_TREE=1 says that an
+in-place build is being tested on purpose.
+
+Test modules get everything through fixtures (no helper module to import):
+  kernel    -- a `Kernel` description of one update (parametrized over all seven)
+  dtype     -- numpy.float32 / numpy.float64 (parametrized)
+  rng       -- a seeded numpy Generator
+  bits      -- helpers comparing arrays bit for bit and snapshotting their bytes
+  kernels_module, parallel_min, num_threads, run_python -- runtime helpers
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+SOURCE_PACKAGE = TESTS_DIR.parent / "lec6fast"
+SOURCE_TREE_ENV = "LEC6FAST_TEST_SOURCE_TREE"
+
+
+def _guard_against_source_tree():
+    spec = importlib.util.find_spec("lec6fast")
+    if spec is None or spec.origin is None:
+        pytest.exit("lec6fast is not importable: tests run against the installed package: "
+                    "pip install the wheel, or set LEC6FAST_TEST_SOURCE_TREE=1 for an in-place build",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
+    found = Path(spec.origin).resolve().parent
+    if found == SOURCE_PACKAGE and os.environ.get(SOURCE_TREE_ENV) != "1":
+        pytest.exit(f"lec6fast would be imported from the source checkout ({found}): tests run "
+                    f"against the installed package: pip install the wheel, or set "
+                    f"{SOURCE_TREE_ENV}=1 for an in-place build",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def pytest_configure(config):
+    # Before any test module imports lec6fast, so a source-tree import never happens by accident.
+    _guard_against_source_tree()
+
+
+def pytest_report_header(config):
+    import lec6fast
+    from lec6fast import _dispatch
+    return (f"lec6fast {lec6fast.__version__} from {Path(lec6fast.__file__).parent}; "
+            f"SIMD {_dispatch.level} (available {', '.join(_dispatch.available_levels())}); "
+            f"threads {lec6fast.get_num_threads()}")
+
+
+# ---------------------------------------------------------------- the seven updates
+
+def _normal(scale=1.0):
+    return lambda rng, shape: scale * rng.standard_normal(shape)
+
+
+def _uniform(high):
+    return lambda rng, shape: rng.uniform(0.0, high, shape)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """What a test needs to know about one update: its arguments and their roles.
+
+    arrays   -- positional array arguments, in signature order
+    outputs  -- the arrays updated in place (the others are read only)
+    init     -- per array, how to draw typical initial values (as float64)
+    required -- keyword arguments a call cannot do without (lr; t is added per step)
+    ranges   -- each hyperparameter and its allowed range: "nonneg" (>= 0), "positive" (> 0),
+                "unit" ([0, 1)), "step" (an integer >= 1)
+    edges    -- hyperparameter sets at the edges of their ranges
+    """
+
+    name: str
+    arrays: tuple
+    outputs: tuple
+    init: dict
+    required: dict
+    ranges: dict
+    edges: tuple = field(default=())
+
+    @property
+    def input(self):
+        """The array that carries new data each step (dx, or the current x for ema_)."""
+        return self.arrays[1]
+
+    @property
+    def has_t(self):
+        return "t" in self.ranges
+
+    @property
+    def fast(self):
+        import lec6fast
+        return getattr(lec6fast, self.name)
+
+    @property
+    def ref(self):
+        from lec6fast import reference
+        return getattr(reference, self.name)
+
+    def make(self, shape, dtype, rng):
+        """A dict name -> array of `shape` and `dtype` with typical values."""
+        return {a: np.asarray(self.init[a](rng, shape), dtype=dtype) for a in self.arrays}
+
+    def hyper(self, t=1, **kw):
+        """Keyword arguments for one call: the required ones (t for adam_), overridden by kw."""
+        out = dict(self.required)
+        if self.has_t:
+            out["t"] = t
+        out.update(kw)
+        return out
+
+    def call(self, fn, arrays, **hyper):
+        return fn(*[arrays[a] for a in self.arrays], **hyper)
+
+    def steps(self, fn, arrays, inputs, **hyper):
+        """Consecutive steps: step k (1-based) writes inputs[k-1] into the input array and
+        calls fn with t=k (adam_) and the other hyperparameters."""
+        for k, data in enumerate(inputs, start=1):
+            arrays[self.input][...] = data
+            kw = dict(hyper)
+            if self.has_t:
+                kw["t"] = k
+            self.call(fn, arrays, **kw)
+
+
+KERNELS = {
+    "sgd_": Kernel(
+        "sgd_", ("x", "dx"), ("x",),
+        init={"x": _normal(), "dx": _normal()},
+        required={"lr": 1e-2}, ranges={"lr": "nonneg"},
+        edges=({"lr": 0.0}, {"lr": 1e3}, {"lr": 1e-30})),
+    "momentum_": Kernel(
+        "momentum_", ("x", "dx", "v"), ("x", "v"),
+        init={"x": _normal(), "dx": _normal(), "v": _normal(0.1)},
+        required={"lr": 1e-2}, ranges={"lr": "nonneg", "mu": "unit"},
+        edges=({"lr": 0.0}, {"mu": 0.0}, {"mu": 0.999999}, {"mu": 0.5, "lr": 1.0})),
+    "nesterov_": Kernel(
+        "nesterov_", ("x", "dx", "v"), ("x", "v"),
+        init={"x": _normal(), "dx": _normal(), "v": _normal(0.1)},
+        required={"lr": 1e-2}, ranges={"lr": "nonneg", "mu": "unit"},
+        edges=({"lr": 0.0}, {"mu": 0.0}, {"mu": 0.999999}, {"mu": 0.5, "lr": 1.0})),
+    "adagrad_": Kernel(
+        "adagrad_", ("x", "dx", "cache"), ("x", "cache"),
+        init={"x": _normal(), "dx": _normal(), "cache": _uniform(1.0)},
+        required={"lr": 1e-2}, ranges={"lr": "nonneg", "eps": "positive"},
+        edges=({"lr": 0.0}, {"eps": 1e-30}, {"eps": 1.0}, {"lr": 1.0, "eps": 1e-3})),
+    "rmsprop_": Kernel(
+        "rmsprop_", ("x", "dx", "cache"), ("x", "cache"),
+        init={"x": _normal(), "dx": _normal(), "cache": _uniform(1.0)},
+        required={"lr": 1e-2}, ranges={"lr": "nonneg", "decay_rate": "unit", "eps": "positive"},
+        edges=({"lr": 0.0}, {"decay_rate": 0.0}, {"decay_rate": 0.999999}, {"eps": 1e-30},
+               {"eps": 1.0})),
+    "adam_": Kernel(
+        "adam_", ("x", "dx", "m", "v"), ("x", "m", "v"),
+        init={"x": _normal(), "dx": _normal(), "m": _normal(0.1), "v": _uniform(0.01)},
+        required={"lr": 1e-3}, ranges={"t": "step", "lr": "nonneg", "beta1": "unit",
+                                       "beta2": "unit", "eps": "positive"},
+        edges=({"lr": 0.0}, {"beta1": 0.0}, {"beta2": 0.0}, {"beta1": 0.999999},
+               {"beta2": 0.999999}, {"beta1": 0.0, "beta2": 0.999999}, {"eps": 1e-30},
+               {"eps": 1.0})),
+    "ema_": Kernel(
+        "ema_", ("x_avg", "x"), ("x_avg",),
+        init={"x_avg": _normal(), "x": _normal()},
+        required={}, ranges={"decay": "unit"},
+        edges=({"decay": 0.0}, {"decay": 0.999999}, {"decay": 0.5})),
+}
+
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture(scope="session", params=list(KERNELS), ids=list(KERNELS))
+def kernel(request):
+    return KERNELS[request.param]
+
+
+@pytest.fixture(scope="session")
+def kernel_table():
+    """All seven Kernel descriptions, by name."""
+    return KERNELS
+
+
+@pytest.fixture(scope="session", params=DTYPES, ids=[d.__name__ for d in DTYPES])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240611)
+
+
+# ---------------------------------------------------------------- bit-level comparisons
+
+class Bits:
+    """Comparisons at the level of bits: the update kernels reproduce the reference exactly."""
+
+    @staticmethod
+    def raw(a):
+        """The array's bytes in C order (any layout, NaN-safe: compares bits, not values)."""
+        return np.ascontiguousarray(a).tobytes()
+
+    @staticmethod
+    def uint(a):
+        a = np.asarray(a)
+        return a.view({4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
+
+    @classmethod
+    def assert_equal(cls, fast, ref, what=""):
+        """Same dtype, shape and bit pattern (so signed zeros, infinities and NaN payloads too)."""
+        fast, ref = np.asarray(fast), np.asarray(ref)
+        assert fast.dtype == ref.dtype, f"{what}: dtype {fast.dtype} != {ref.dtype}"
+        assert fast.shape == ref.shape, f"{what}: shape {fast.shape} != {ref.shape}"
+        diff = cls.uint(fast) != cls.uint(ref)
+        if diff.any():
+            idx = np.argwhere(diff)[:5] if fast.ndim else [()]
+            detail = ", ".join(f"{tuple(i)}: {fast[tuple(i)]!r} vs {ref[tuple(i)]!r}" for i in idx)
+            pytest.fail(f"{what}: {int(diff.sum())} of {diff.size} elements differ in bits ({detail})")
+
+    @classmethod
+    def assert_equal_nan(cls, fast, ref, what=""):
+        """NaN in exactly the same places; every other element bit-identical (a NaN's sign and
+        payload are not specified by IEEE 754 and are not compared)."""
+        fast, ref = np.asarray(fast), np.asarray(ref)
+        assert fast.dtype == ref.dtype and fast.shape == ref.shape, what
+        nan_f, nan_r = np.isnan(fast), np.isnan(ref)
+        assert np.array_equal(nan_f, nan_r), f"{what}: NaN positions differ"
+        keep = ~nan_f
+        cls.assert_equal(fast[keep], ref[keep], what)
+
+    @classmethod
+    def snapshot(cls, *objs):
+        """Bytes of every array among objs (anything else is recorded by repr)."""
+        return [cls.raw(o) if isinstance(o, np.ndarray) else repr(o) for o in objs]
+
+
+@pytest.fixture(scope="session")
+def bits():
+    return Bits
+
+
+def assert_close(fast, ref, dtype, what="", ulps=8):
+    """Agreement to a few units of the dtype's precision, relative to the array's scale."""
+    eps = np.finfo(dtype).eps
+    scale = float(np.max(np.abs(ref))) if np.size(ref) else 0.0
+    np.testing.assert_allclose(fast, ref, rtol=ulps * eps, atol=ulps * eps * scale, err_msg=what)
+
+
+@pytest.fixture(scope="session")
+def close():
+    return assert_close
+
+
+# ---------------------------------------------------------------- runtime helpers
+
+@pytest.fixture(scope="session")
+def kernels_module():
+    """The kernel module that lec6fast's public functions come from (the chosen SIMD level)."""
+    from lec6fast import _dispatch
+    return _dispatch.kernels("_updates", _dispatch.level)
+
+
+@pytest.fixture
+def parallel_min():
+    """Set the OpenMP threshold of every loaded kernel module; restored afterwards."""
+    from lec6fast import _dispatch
+    mods = [_dispatch.kernels("_updates", lv) for lv in _dispatch.available_levels()]
+    saved = [m._get_parallel_min() for m in mods]
+
+    def set_(n):
+        for m in mods:
+            m._set_parallel_min(n)
+
+    yield set_
+    for m, n in zip(mods, saved):
+        m._set_parallel_min(n)
+
+
+@pytest.fixture
+def num_threads():
+    """lec6fast.set_num_threads, with the previous setting restored afterwards."""
+    import lec6fast
+    saved = lec6fast.get_num_threads()
+    yield lec6fast.set_num_threads
+    lec6fast.set_num_threads(saved)
+
+
+@pytest.fixture
+def run_python(tmp_path):
+    """Run Python code in a fresh interpreter (outside the source tree) and return its stdout.
+
+    The child imports the same lec6fast as this process; LEC6FAST_SIMD and OMP_NUM_THREADS are
+    unset unless given in `env`.
+    """
+    import lec6fast
+    pkg = str(Path(lec6fast.__file__).resolve().parent)
+
+    def run(code, env=None, check=True):
+        e = {k: v for k, v in os.environ.items() if k not in ("LEC6FAST_SIMD", "OMP_NUM_THREADS")}
+        if os.environ.get(SOURCE_TREE_ENV) == "1":
+            e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(pkg).parent),
+                                                            e.get("PYTHONPATH")]))
+        e.update(env or {})
+        # Checked last, so `code` decides what is imported first (e.g. torch before lec6fast).
+        epilogue = ("\nimport os as _os, lec6fast as _l\n"
+                    f"assert _os.path.dirname(_os.path.realpath(_l.__file__)) == {pkg!r}, _l.__file__\n")
+        proc = subprocess.run([sys.executable, "-c", code + epilogue], env=e, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            pytest.fail(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
