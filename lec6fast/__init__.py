@@ -23,6 +23,10 @@ dropout_forward = _dropout.dropout_forward
 dropout_backward = _dropout.dropout_backward
 from ._dropout_mask import DropoutMask
 
+_batchnorm = _dispatch.kernels("_batchnorm", _dispatch.level)
+batchnorm_forward = _batchnorm.batchnorm_forward
+batchnorm_backward = _batchnorm.batchnorm_backward
+
 
 def show_config(file=None):
     """Print the version, the SIMD level in use, OpenMP and the thread count."""
@@ -33,5 +37,6 @@ def show_config(file=None):
 __all__ = [
     "sgd_", "momentum_", "nesterov_", "adagrad_", "rmsprop_", "adam_", "ema_",
     "dropout_forward", "dropout_backward", "DropoutMask",
+    "batchnorm_forward", "batchnorm_backward",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

@@ -105,7 +105,7 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
         res = gamma.reshape(shape) * xhat + beta.reshape(shape)
         running_mean[...] = momentum * running_mean + (1 - momentum) * mu
         running_var[...] = momentum * running_var + (1 - momentum) * var
-        cache = (xhat, xmu, ivar, sqrtvar, var, gamma, eps, axes, shape)
+        cache = (xhat, xmu, ivar, sqrtvar, var, gamma.copy(), eps, axes, shape)
     else:
         xhat = (x - running_mean.reshape(shape)) / np.sqrt(running_var.reshape(shape) + eps)
         res = gamma.reshape(shape) * xhat + beta.reshape(shape)

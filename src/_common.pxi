@@ -28,6 +28,29 @@ cdef extern from *:
 
 # ---------------------------------------------------------------- the array contract
 
+cdef inline bint shares_memory(PyObject* a, PyObject* b) noexcept:
+    """Whether two C-contiguous arrays' byte ranges overlap (never, if either is empty)."""
+    cdef char* p = cnp.PyArray_BYTES(<cnp.ndarray>a)
+    cdef char* q = cnp.PyArray_BYTES(<cnp.ndarray>b)
+    cdef Py_ssize_t na = cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    cdef Py_ssize_t nb = cnp.PyArray_NBYTES(<cnp.ndarray>b)
+    return na > 0 and nb > 0 and p < q + nb and q < p + na
+
+
+cdef inline int check_layout(str fn, str name, object a, bint output) except -1:
+    """C-contiguous and aligned, or ValueError; outputs are never copied, so say why."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        raise ValueError(
+            f"{fn}: {name} must be C-contiguous, got strides {a.strides} for shape {a.shape}; "
+            + (f"lec6fast never copies (a copy would lose the in-place update), pass "
+               f"numpy.ascontiguousarray({name}) and keep using that array" if output else
+               f"pass numpy.ascontiguousarray({name})"))
+    if not cnp.PyArray_ISALIGNED(<cnp.ndarray>a):
+        raise ValueError(f"{fn}: {name} is not aligned to its dtype ({a.dtype}); "
+                         f"pass an aligned copy" + (" and keep using that array" if output else ""))
+    return 0
+
+
 cdef int check_arrays(str fn, tuple names, PyObject** objs, int n, unsigned int outputs) except -1:
     """Enforce the array contract for one call and return the shared NumPy type number.
 
@@ -37,9 +60,6 @@ cdef int check_arrays(str fn, tuple names, PyObject** objs, int n, unsigned int 
     cdef int i, j, nd
     cdef int typenum
     cdef cnp.ndarray a, x
-    cdef char* p
-    cdef char* q
-    cdef Py_ssize_t nbytes
     for i in range(n):
         if not cnp.PyArray_Check(<object>objs[i]):
             raise TypeError(f"{fn}: {names[i]} must be a numpy.ndarray of float32 or float64, "
@@ -62,30 +82,19 @@ cdef int check_arrays(str fn, tuple names, PyObject** objs, int n, unsigned int 
                                                           nd * sizeof(cnp.npy_intp)) != 0):
             raise ValueError(f"{fn}: {names[i]} has shape {(<object>a).shape} but {names[0]} has shape {(<object>x).shape}")
     for i in range(n):
-        a = <cnp.ndarray>objs[i]
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-            raise ValueError(f"{fn}: {names[i]} must be C-contiguous, got strides {(<object>a).strides} for shape "
-                             f"{(<object>a).shape}; lec6fast never copies (a copy would lose the in-place update), "
-                             f"pass numpy.ascontiguousarray({names[i]}) and keep using that array")
-        if not cnp.PyArray_ISALIGNED(a):
-            raise ValueError(f"{fn}: {names[i]} is not aligned to its dtype ({a.dtype}); "
-                             f"pass an aligned copy and keep using that array")
+        check_layout(fn, names[i], <object>objs[i], (outputs >> i) & 1)
     for i in range(n):
         if (outputs >> i) & 1 and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>objs[i]):
             raise ValueError(f"{fn}: {names[i]} is read-only, but {fn} updates it in place")
-    nbytes = cnp.PyArray_NBYTES(x)
-    if nbytes > 0:
-        for i in range(n):
-            if not (outputs >> i) & 1:
-                continue
-            p = cnp.PyArray_BYTES(<cnp.ndarray>objs[i])
-            for j in range(n):
-                if j == i or (j < i and (outputs >> j) & 1):
-                    continue        # pairs of outputs are checked once
-                q = cnp.PyArray_BYTES(<cnp.ndarray>objs[j])
-                if p < q + nbytes and q < p + nbytes:
-                    raise ValueError(f"{fn}: {names[i]} shares memory with {names[j]}; "
-                                     f"{names[i]} is updated in place and must be a separate array")
+    for i in range(n):
+        if not (outputs >> i) & 1:
+            continue
+        for j in range(n):
+            if j == i or (j < i and (outputs >> j) & 1):
+                continue        # pairs of outputs are checked once
+            if shares_memory(objs[i], objs[j]):
+                raise ValueError(f"{fn}: {names[i]} shares memory with {names[j]}; "
+                                 f"{names[i]} is updated in place and must be a separate array")
     return typenum
 
 
