@@ -183,10 +183,10 @@ ctypedef void (*kernel64)(double*, const Step*, Py_ssize_t, Py_ssize_t) noexcept
 
 
 cdef enum:
-    CHUNK_ALIGN = 128
+    CHUNK_ALIGN = 256   # a multiple of src/_philox.h's LEC6_PHILOX_DRAWS
 
 cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int nt) noexcept nogil:
-    # Equal chunks rounded up to 128 elements: no two threads write the same cache line or
+    # Equal chunks rounded up to 256 elements: no two threads write the same cache line or
     # mask byte, each thread's vector loop starts on a whole vector, and dropout's chunks
     # start on a whole group of random draws.
     return ((n + nt - 1) // nt + CHUNK_ALIGN - 1) & ~(<Py_ssize_t>CHUNK_ALIGN - 1)

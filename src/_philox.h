@@ -3,10 +3,12 @@
  * (counter, key), so any element's draw can be computed independently: the masks are the same for
  * every thread count, chunking and SIMD level.
  *
- * lec6_philox_group(u, group, key, nonce) fills u[0..127] with the 4 output words of the
- * LEC6_PHILOX_BLOCKS = 32 blocks whose counters are
- *     (lo32(group*32 + b), hi32(group*32 + b), nonce[0], nonce[1]),  b = 0..31,
- * word w of block b going to u[32*w + b] (an SoA layout, so the vector code stores whole vectors).
+ * lec6_philox_group(u, group, key, nonce) fills u[0..255] with the 4 output words of the
+ * LEC6_PHILOX_BLOCKS = 64 blocks whose counters are
+ *     (lo32(group*64 + b), hi32(group*64 + b), nonce[0], nonce[1]),  b = 0..63,
+ * word w of block b going to u[64*w + b] (an SoA layout, so the vector code stores whole vectors).
+ * lec6_keep_bits(u, last, bits) packs the 256 tests u[i] <= last into bits[0..31], bit i % 8 of
+ * byte i / 8.
  *
  * The arithmetic is exact integer math, so the AVX-512, AVX2, SSE2 and scalar versions below give
  * identical words; which one is compiled depends on the flags of the module's SIMD level.
@@ -17,8 +19,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define LEC6_PHILOX_BLOCKS 32
+#define LEC6_PHILOX_BLOCKS 64
 #define LEC6_PHILOX_DRAWS (4 * LEC6_PHILOX_BLOCKS)
+#define LEC6_PHILOX_MASK_BYTES (LEC6_PHILOX_DRAWS / 8)
 #define LEC6_PHILOX_M0 0xD2511F53u
 #define LEC6_PHILOX_M1 0xCD9E8D57u
 #define LEC6_PHILOX_W0 0x9E3779B9u
@@ -81,33 +84,73 @@ static inline void lec6_mulhilo(lec6_u32v a, uint32_t m, lec6_u32v *hi, lec6_u32
 #endif
 }
 
+#define LEC6_SETS (LEC6_PHILOX_BLOCKS / LEC6_LANES)
+
+/* All the group's vectors go through each round together: a round is a chain of about
+ * seven dependent instructions, and the independent vectors fill that latency. */
 static inline void lec6_philox_group(uint32_t *u, uint64_t group, const uint32_t key[2],
                                      const uint32_t nonce[2])
 {
     const uint64_t first = group * LEC6_PHILOX_BLOCKS;
-    for (int s = 0; s < LEC6_PHILOX_BLOCKS; s += LEC6_LANES) {
-        lec6_u32v c0, c1, c2, c3, h0, l0, h1, l1;
-        uint32_t k0 = key[0], k1 = key[1];
+    lec6_u32v c0[LEC6_SETS], c1[LEC6_SETS], c2[LEC6_SETS], c3[LEC6_SETS];
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int s = 0; s < LEC6_SETS; s++) {
         for (int b = 0; b < LEC6_LANES; b++)
-            c0[b] = (uint32_t)(first + s + b);
-        c1 = (lec6_u32v){0} + (uint32_t)(first >> 32);   /* first is a multiple of 32: no carry */
-        c2 = (lec6_u32v){0} + nonce[0];
-        c3 = (lec6_u32v){0} + nonce[1];
-        for (int r = 0; r < 10; r++) {
-            lec6_mulhilo(c0, LEC6_PHILOX_M0, &h0, &l0);
-            lec6_mulhilo(c2, LEC6_PHILOX_M1, &h1, &l1);
-            c0 = h1 ^ c1 ^ k0;
-            c2 = h0 ^ c3 ^ k1;
-            c1 = l1;
-            c3 = l0;
-            k0 += LEC6_PHILOX_W0;
-            k1 += LEC6_PHILOX_W1;
-        }
-        memcpy(u + s, &c0, LEC6_VBYTES);
-        memcpy(u + LEC6_PHILOX_BLOCKS + s, &c1, LEC6_VBYTES);
-        memcpy(u + 2 * LEC6_PHILOX_BLOCKS + s, &c2, LEC6_VBYTES);
-        memcpy(u + 3 * LEC6_PHILOX_BLOCKS + s, &c3, LEC6_VBYTES);
+            c0[s][b] = (uint32_t)(first + s * LEC6_LANES + b);
+        c1[s] = (lec6_u32v){0} + (uint32_t)(first >> 32);  /* first is a multiple of 64: no carry */
+        c2[s] = (lec6_u32v){0} + nonce[0];
+        c3[s] = (lec6_u32v){0} + nonce[1];
     }
+    for (int r = 0; r < 10; r++) {
+        for (int s = 0; s < LEC6_SETS; s++) {
+            lec6_u32v h0, l0, h1, l1;
+            lec6_mulhilo(c0[s], LEC6_PHILOX_M0, &h0, &l0);
+            lec6_mulhilo(c2[s], LEC6_PHILOX_M1, &h1, &l1);
+            c0[s] = h1 ^ c1[s] ^ k0;
+            c2[s] = h0 ^ c3[s] ^ k1;
+            c1[s] = l1;
+            c3[s] = l0;
+        }
+        k0 += LEC6_PHILOX_W0;
+        k1 += LEC6_PHILOX_W1;
+    }
+    for (int s = 0; s < LEC6_SETS; s++) {
+        memcpy(u + s * LEC6_LANES, &c0[s], LEC6_VBYTES);
+        memcpy(u + LEC6_PHILOX_BLOCKS + s * LEC6_LANES, &c1[s], LEC6_VBYTES);
+        memcpy(u + 2 * LEC6_PHILOX_BLOCKS + s * LEC6_LANES, &c2[s], LEC6_VBYTES);
+        memcpy(u + 3 * LEC6_PHILOX_BLOCKS + s * LEC6_LANES, &c3[s], LEC6_VBYTES);
+    }
+}
+
+/* One compare and one movemask per vector (AVX2 has no unsigned compare: u <= last is
+ * max(u, last) == last; SSE2 has no max_epu32 either: flip the sign bits and compare signed). */
+static inline void lec6_keep_bits(const uint32_t *u, uint32_t last, uint8_t *bits)
+{
+#if defined(__AVX512F__)
+    const __m512i l = _mm512_set1_epi32((int)last);
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i += 16) {
+        __mmask16 k = _mm512_cmple_epu32_mask(_mm512_loadu_si512((const void *)(u + i)), l);
+        bits[i / 8] = (uint8_t)k;
+        bits[i / 8 + 1] = (uint8_t)(k >> 8);
+    }
+#elif defined(__AVX2__)
+    const __m256i l = _mm256_set1_epi32((int)last);
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i += 8) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(u + i));
+        __m256i le = _mm256_cmpeq_epi32(_mm256_max_epu32(v, l), l);
+        bits[i / 8] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(le));
+    }
+#else
+    const __m128i sign = _mm_set1_epi32((int)0x80000000u);
+    const __m128i l = _mm_xor_si128(_mm_set1_epi32((int)last), sign);
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i += 8) {
+        __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(u + i)), sign);
+        __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(u + i + 4)), sign);
+        int gt = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(a, l)))
+               | _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(b, l))) << 4;
+        bits[i / 8] = (uint8_t)~gt;
+    }
+#endif
 }
 
 #else  /* other compilers and CPUs: the same words, one block at a time */
@@ -121,6 +164,16 @@ static inline void lec6_philox_group(uint32_t *u, uint64_t group, const uint32_t
         lec6_philox4x32_10(c, key);
         for (int w = 0; w < 4; w++)
             u[LEC6_PHILOX_BLOCKS * w + b] = c[w];
+    }
+}
+
+static inline void lec6_keep_bits(const uint32_t *u, uint32_t last, uint8_t *bits)
+{
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i += 8) {
+        unsigned b = 0;
+        for (int j = 0; j < 8; j++)
+            b |= (unsigned)(u[i + j] <= last) << j;
+        bits[i / 8] = (uint8_t)b;
     }
 }
 
