@@ -1,0 +1,150 @@
+"""pytest-benchmark suite of lec6fast (outside testpaths): `pytest benchmarks`.
+
+The cases come from lec6fast._bench, the registry `lec6fast bench` uses.  Each benchmark group
+is one operation at one dtype and size: lec6fast, its NumPy reference (lec6fast.reference)
+and, when torch imports, the closest torch CPU call; the `bandwidth` groups hold the probes
+(_copy, _triad, _scale_).  extra_info holds the bytes one call moves per element and the GB/s,
+and for lec6fast cases the GB/s of the kernel's bandwidth probe (Kernel.probe: the in-place
+RMW stream _scale_ for the updates, _copy for the layers) timed right after the case
+and the kernel's % of it; a summary at the end lists these with the speedups.
+
+    pytest benchmarks                         # every case (a few minutes)
+    pytest benchmarks -k "adam_ and float32"  # a subset
+    pytest benchmarks --benchmark-disable     # every case run once, as CI does
+    --lec6fast-threads N                      # threads for lec6fast and torch alike
+
+Arrays are allocated outside the timed region and reused by every implementation of a group
+(they update in place; values stay O(1) and finite, see lec6fast._bench).  Timing: pedantic
+mode, each round a batch of calls lasting >= 2 ms, rounds filling --benchmark-max-time
+(at least --benchmark-min-rounds), one warm-up round.  Each case is timed on its own, so
+ratios between cases carry the machine's drift between them; `lec6fast bench` times a
+kernel's implementations and its bandwidth probe interleaved, which is steadier here.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import lec6fast
+from lec6fast import _bench, _config
+
+BATCH_TIME = 2e-3           # seconds: the shortest timed round
+MAX_ROUNDS = 1000
+
+_results = []               # (dtype, n, kernel, impl, median s, GB/s, probe GB/s or None)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--lec6fast-threads", type=int, default=None, metavar="N",
+                     help="threads for lec6fast and torch (default: lec6fast's default)")
+
+
+def pytest_configure(config):
+    n = config.getoption("--lec6fast-threads")
+    if n is not None:
+        lec6fast.set_num_threads(n)
+    torch = _bench.import_torch()
+    if torch is not None:
+        torch.set_num_threads(lec6fast.get_num_threads())
+
+
+def _torch_line():
+    torch = _bench.import_torch()
+    if torch is None:
+        return "torch: not importable, torch cases left out"
+    return f"torch: {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def pytest_report_header(config):
+    return _config.config_lines() + [_torch_line()]
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    torch = _bench.import_torch()
+    machine_info["lec6fast"] = _config.config()
+    machine_info["torch"] = None if torch is None else {"version": torch.__version__,
+                                                        "num_threads": torch.get_num_threads()}
+
+
+class _ArrayCache:
+    """The arrays of the (kernel, dtype, shape) last asked for.  The implementations of a group
+    run one after another on the same arrays; the previous group's arrays are freed before the
+    next ones are allocated, so at most one case's arrays are alive."""
+
+    def __init__(self):
+        self.key = self.arrays = None
+
+    def get(self, kernel, dtype, shape):
+        key = (kernel.name, dtype, tuple(shape))
+        if key != self.key:
+            self.key = self.arrays = None
+            self.arrays = kernel.make(tuple(shape), dtype, np.random.default_rng(0))
+            self.key = key
+        return self.arrays
+
+
+@pytest.fixture(scope="session")
+def arrays_for():
+    """arrays_for(kernel, dtype, shape) -> the kernel's arrays (see _ArrayCache)."""
+    return _ArrayCache().get
+
+
+@pytest.fixture
+def run_call(benchmark):
+    """run_call(call, kernel=, dtype=, shape=, impl=, label=) times `call` (a lec6fast._bench.Call)
+    in pedantic mode in the group of (kernel, dtype, shape) and records its bytes and GB/s."""
+
+    def run(call, *, kernel, dtype, shape, impl, label=None):
+        n = math.prod(shape)
+        where = _bench.shape_label(shape)
+        bytes_per_element = kernel.bytes_per_element(dtype)
+        benchmark.group = (f"bandwidth {dtype} n={where}" if kernel.name in _bench.PROBES
+                           else f"{kernel.name} {dtype} n={where}")
+        benchmark.extra_info.update(impl=label or impl, elements=n,
+                                    bytes_per_element=bytes_per_element)
+        fn = call.function()
+        if benchmark.disabled:          # --benchmark-disable: one call, nothing timed
+            benchmark.pedantic(fn)
+            return
+        iterations, t = _bench.calibrate(call, BATCH_TIME)
+        rounds = max(benchmark._min_rounds, min(MAX_ROUNDS, math.ceil(benchmark._max_time / t)))
+        benchmark.pedantic(fn, rounds=rounds, iterations=iterations, warmup_rounds=1)
+        median = benchmark.stats.stats.median
+        gbps = _bench.gbps(bytes_per_element * n, median)
+        benchmark.extra_info["GB/s"] = round(gbps, 2)
+        probe = None
+        if impl == "lec6fast" and kernel.name not in _bench.PROBES:
+            probe = _probe_gbps(kernel, shape, dtype)
+            benchmark.extra_info[f"{kernel.probe} probe GB/s"] = round(probe, 2)
+            benchmark.extra_info["% of probe"] = round(100 * gbps / probe, 1)
+        _results.append((dtype, where, kernel.name, impl, median, gbps, probe))
+
+    return run
+
+
+def _probe_gbps(kernel, shape, dtype):
+    """GB/s of the kernel's bandwidth probe at this shape and dtype, timed now: right after the
+    kernel it is read against, since this machine's memory bandwidth drifts over minutes."""
+    probe = _bench.PROBES[kernel.probe]
+    arrays = probe.make(shape, dtype, np.random.default_rng(0))
+    t = _bench.measure(probe.fast_call(arrays), batch_time=BATCH_TIME, budget=0.2)
+    return _bench.gbps(probe.nbytes(shape, dtype), t.median)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _results:
+        return
+    time = {(d, n, k, i): t for d, n, k, i, t, _, _ in _results}
+    tr = terminalreporter
+    tr.write_sep("-", "lec6fast: GB/s, % of the bandwidth probe timed right after, speedups")
+    tr.write_line(f"{'kernel':<22} {'dtype':<8} {'n':>10} {'lec6fast':>11} {'GB/s':>7} {'probe':>9} "
+                  f"{'%':>6} {'vs reference':>13} {'vs torch':>9}")
+    for d, n, k, i, t, g, probe in _results:
+        if i != "lec6fast" or k in _bench.PROBES:
+            continue
+        ref = time.get((d, n, k, "reference"))
+        tor = time.get((d, n, k, "torch"))
+        tr.write_line(f"{k:<22} {d:<8} {n:>10} {t * 1e6:>8.3f} us {g:>7.1f} {probe:>9.1f} "
+                      f"{100 * g / probe:>5.0f}% {(f'{ref / t:.2f}x' if ref else '-'):>13} "
+                      f"{(f'{tor / t:.2f}x' if tor else '-'):>9}")

@@ -1,0 +1,18 @@
+"""Bandwidth probes of the kernel modules (same SIMD level, threads and driver as the kernels),
+at the sizes and dtypes of the update benchmarks, so their GB/s can be read against these:
+_copy (dst = src, 2 arrays moved), _triad (a = b + s*c, 3), _scale_ (x *= s in place, 2:
+the pure read-modify-write stream of an in-place update)."""
+
+import pytest
+
+from lec6fast import _bench
+
+CASES = [pytest.param(name, dtype, n, id=f"{name}-{dtype}-{_bench.size_label(n)}")
+         for dtype in _bench.DTYPES for n in _bench.DEFAULT_SIZES for name in _bench.PROBES]
+
+
+@pytest.mark.parametrize("name, dtype, n", CASES)
+def test_bandwidth(run_call, arrays_for, name, dtype, n):
+    probe = _bench.PROBES[name]
+    arrays = arrays_for(probe, dtype, (n,))
+    run_call(probe.fast_call(arrays), kernel=probe, dtype=dtype, shape=(n,), impl="lec6fast")

@@ -1,0 +1,30 @@
+"""The update kernels (sgd_, momentum_, nesterov_, adagrad_, rmsprop_, adam_, ema_) at float32
+and float64 and 1e3, 1e5 and 1.6e7 elements, each group holding lec6fast, its NumPy reference
+and, when torch imports, the closest torch CPU optimizer (fused where torch has it on the CPU,
+else foreach; `extra_info["impl"]` says which)."""
+
+import pytest
+
+from lec6fast import _bench
+
+IMPLS = ("lec6fast", "reference") + (("torch",) if _bench.import_torch() is not None else ())
+
+CASES = [pytest.param(name, dtype, n, impl, id=f"{name}-{dtype}-{_bench.size_label(n)}-{impl}")
+         for name, kernel in _bench.KERNELS.items() if kernel.family == "_updates"
+         for dtype in _bench.DTYPES
+         for n in _bench.DEFAULT_SIZES
+         for impl in IMPLS if impl != "torch" or kernel.torch is not None]
+
+
+@pytest.mark.parametrize("name, dtype, n, impl", CASES)
+def test_update(run_call, arrays_for, name, dtype, n, impl):
+    kernel = _bench.KERNELS[name]
+    arrays = arrays_for(kernel, dtype, (n,))
+    label = None
+    if impl == "lec6fast":
+        call = kernel.fast_call(arrays)
+    elif impl == "reference":
+        call = kernel.reference_call(arrays)
+    else:
+        label, call = kernel.torch_call(arrays)
+    run_call(call, kernel=kernel, dtype=dtype, shape=(n,), impl=impl, label=label)

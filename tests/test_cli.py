@@ -1,0 +1,54 @@
+"""`lec6fast bench` and `lec6fast config`: the command runs, its table and JSON hold every
+requested case, and bad options are refused.  (No timings are asserted: speed belongs to
+benchmarks/.)"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lec6fast import _bench, cli
+
+QUICK = ["--repeat", "1", "--min-repeat", "1", "--budget", "0.01", "--batch-time", "0.0005",
+         "--no-torch", "--quiet"]
+
+
+def test_bench_json_holds_every_case(capsys):
+    kernels = ["sgd_", "adam_", "dropout_forward", "dropout_backward(out=)", "batchnorm_fwd+bwd"]
+    assert cli.main(["bench", "--json", "--dtype", "both", "--sizes", "100,1000",
+                     "--kernels", ",".join(kernels), *QUICK]) == 0
+    result = json.loads(capsys.readouterr().out)
+    got = {(r["kernel"], r["dtype"], tuple(r["shape"])) for r in result["results"]}
+    want = {(k, d, s) for k in kernels for d in ("float32", "float64")
+            for s in _bench.KERNELS[k].shapes_for([100, 1000])}
+    assert got == want
+    for r in result["results"]:
+        assert r["lec6fast"]["median_s"] > 0 and r["reference"]["median_s"] > 0
+        assert r["speedup_vs_reference"] == pytest.approx(r["reference"]["median_s"] / r["lec6fast"]["median_s"])
+        assert r["probe"]["name"] == _bench.KERNELS[r["kernel"]].probe
+    assert result["config"]["simd_level"] and result["torch"] is None
+
+
+def test_bench_table_through_the_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "lec6fast", "bench", "--sizes", "1e3",
+                          "--kernels", "momentum,ema_", *QUICK],
+                         capture_output=True, text=True, check=True).stdout
+    assert "SIMD level in use" in out and "OpenMP" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("momentum_", "ema_"))]
+    assert [r[:2] for r in rows] == [["momentum_", "1e3"], ["ema_", "1e3"]]
+
+
+@pytest.mark.parametrize("argv", [["bench", "--sizes", "0"], ["bench", "--kernels", "nope"],
+                                  ["bench", "--threads", "0"], ["bench", "--dtype", "float16"]])
+def test_bad_options_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_config(capsys):
+    assert cli.main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "lec6fast" in out and "threads" in out
