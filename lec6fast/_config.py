@@ -21,18 +21,30 @@ def config():
         "simd_level": _dispatch.level,
         "openmp": omp,
         "num_threads": _dispatch.get_num_threads(),
-        "parallel_min_elements": _dispatch.kernels("_updates", _dispatch.level)._get_parallel_min(),
+        "parallel_min_elements": parallel_thresholds(),
     }
+
+
+def parallel_thresholds():
+    """{kernel: {dtype: elements from which its arrays are split across the threads}}."""
+    out = {}
+    for family in ("_updates", "_dropout", "_batchnorm"):
+        mod = _dispatch.kernels(family, _dispatch.level)
+        for name in mod._PARALLEL_MIN:
+            if not name.startswith("_"):
+                out[name] = {dt: mod._get_parallel_min(name, dt) for dt in ("float32", "float64")}
+    return out
 
 
 def config_lines():
     c = config()
+    sizes = [n for per_dtype in c["parallel_min_elements"].values() for n in per_dtype.values()]
     omp = f"yes (_OPENMP {c['openmp']})" if c["openmp"] else "no (serial kernels)"
     return [
         f"lec6fast {c['lec6fast']}  (python {c['python']}, numpy {c['numpy']}, {c['machine']})",
         f"  SIMD level in use : {c['simd_level']}  (CPU supports {', '.join(c['cpu_simd_levels'])}; "
         f"this build has {', '.join(c['built_simd_levels'])})",
         f"  OpenMP            : {omp}",
-        f"  threads           : {c['num_threads']}  (arrays of at least {c['parallel_min_elements']} "
-        f"elements are split)",
+        f"  threads           : {c['num_threads']}  (arrays are split from {min(sizes)} to "
+        f"{max(sizes)} elements on, by kernel and dtype)",
     ]

@@ -16,10 +16,12 @@ include "_common.pxi"
 from libc.math cimport sqrt
 from lec6fast._batchnorm_cache import BatchNormCache
 
-# Batch norm forks its team from 65536 elements of x on (_common.pxi's default is 32768):
-# measured fwd+bwd on 2 threads, 32768 elements ran 0.75-1.16x the serial time, 65536
-# elements 1.1-1.7x.  _set_parallel_min() still overrides it (the tests set 1).
-_parallel_min = 1 << 16
+# Batch norm forks its team from 65536 elements of x on: measured fwd+bwd on 2 threads,
+# 32768 elements ran 0.75-1.16x the serial time, 65536 elements 1.1-1.7x.
+cdef enum:
+    PAR_BN = 65536
+
+_PARALLEL_MIN = {"batchnorm_forward": (PAR_BN, PAR_BN), "batchnorm_backward": (PAR_BN, PAR_BN)}
 
 
 cdef enum:
@@ -440,13 +442,12 @@ cdef void _bwd_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
 # ---------------------------------------------------------------- the driver
 
 cdef void _drive(void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil, floating* x,
-                 const BN* p, Py_ssize_t units, Py_ssize_t size, int nt) noexcept nogil:
-    """Run units [0, units) serially (below _parallel_min elements), or statically split
-    across nt threads."""
+                 const BN* p, Py_ssize_t units, bint split, int nt) noexcept nogil:
+    """Run units [0, units) serially, or (split) statically across nt threads."""
     cdef Py_ssize_t u
     if nt > units:
         nt = <int>units
-    if nt <= 1 or size < _parallel_min:
+    if nt <= 1 or not split:
         for u in range(units):
             unit(x, p, u)
     else:
@@ -460,36 +461,37 @@ cdef enum Kind:
     BACKWARD
 
 
-cdef void _run(floating* x, Kind kind, const BN* p, Py_ssize_t size, int nt) noexcept nogil:
+cdef void _run(floating* x, Kind kind, const BN* p, bint split, int nt) noexcept nogil:
     """Run one call's kernel (see the two kernels above)."""
     cdef Py_ssize_t k
     if _use_columns(x, p.S):
         k = _block_features(x, p.S)
         if kind == TRAIN:
-            _drive(_fwd_train_cols[floating], x, p, (p.F + k - 1) // k, size, nt)
+            _drive(_fwd_train_cols[floating], x, p, (p.F + k - 1) // k, split, nt)
         elif kind == TEST:
-            _drive(_fwd_test_cols[floating], x, p, (p.F + k - 1) // k, size, nt)
+            _drive(_fwd_test_cols[floating], x, p, (p.F + k - 1) // k, split, nt)
         else:
-            _drive(_bwd_cols[floating], x, p, (p.F + k - 1) // k, size, nt)
+            _drive(_bwd_cols[floating], x, p, (p.F + k - 1) // k, split, nt)
     else:
         k = _block_channels(x, p.S, p.F)
         if kind == TRAIN:
-            _drive(_fwd_train_runs[floating], x, p, (p.F + k - 1) // k, size, nt)
+            _drive(_fwd_train_runs[floating], x, p, (p.F + k - 1) // k, split, nt)
         elif kind == TEST:
-            _drive(_fwd_test_runs[floating], x, p, (p.F + k - 1) // k, size, nt)
+            _drive(_fwd_test_runs[floating], x, p, (p.F + k - 1) // k, split, nt)
         else:
-            _drive(_bwd_runs[floating], x, p, (p.F + k - 1) // k, size, nt)
+            _drive(_bwd_runs[floating], x, p, (p.F + k - 1) // k, split, nt)
 
 
 cdef int _launch(Kind kind, int typenum, BN* p, Py_ssize_t size) except -1:
     cdef int nt = _num_threads
+    cdef bint split = size >= parallel_min(typenum, PAR_BN, PAR_BN)
     if size == 0:
         return 0        # nothing to read or write (and S may be 0)
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            _run(<float*>p.x, kind, p, size, nt)
+            _run(<float*>p.x, kind, p, split, nt)
         else:
-            _run(<double*>p.x, kind, p, size, nt)
+            _run(<double*>p.x, kind, p, split, nt)
     return 0
 
 

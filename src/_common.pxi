@@ -12,6 +12,7 @@ from libc.stdint cimport uint32_t
 from cython cimport floating
 from cython.parallel cimport prange
 from numbers import Real as _Real, Integral as _Integral
+import numpy as _np
 
 cnp.import_array()
 
@@ -147,10 +148,18 @@ cdef double step_number(str fn, str name, object value) except? -1.0:
 
 # ---------------------------------------------------------------- threads and the driver
 
-# Below this many elements a call runs on the calling thread: forking the OpenMP team costs
-# more than the loop.  Chosen by measurement (see benchmarks/ and the closing notes).
-cdef Py_ssize_t _parallel_min = 1 << 15
+# Each kernel has its own (float32, float64) element count from which its arrays are split
+# across the threads: below it, forking the OpenMP team costs more than it saves.  The
+# values were measured on the 2-core development machine (see the closing notes of the
+# core issue); a cheap kernel (sgd_) needs 64K float32 elements, adam_ 16K.
+cdef Py_ssize_t _forced_parallel_min = 0     # tests: > 0 overrides every kernel's threshold
 cdef int _num_threads = 1
+
+
+cdef inline Py_ssize_t parallel_min(int typenum, Py_ssize_t min32, Py_ssize_t min64) noexcept nogil:
+    if _forced_parallel_min > 0:
+        return _forced_parallel_min
+    return min32 if typenum == cnp.NPY_FLOAT32 else min64
 
 
 def _set_num_threads(int n):
@@ -163,13 +172,21 @@ def _get_num_threads():
 
 
 def _set_parallel_min(Py_ssize_t n):
-    """Private: let tests push small arrays through the OpenMP path."""
-    global _parallel_min
-    _parallel_min = max(n, 1)
+    """Private, for the tests: from n >= 1 elements every kernel of this module takes the
+    OpenMP path (so small arrays can exercise it); n = 0 restores the measured thresholds."""
+    global _forced_parallel_min
+    _forced_parallel_min = max(n, 0)
 
 
-def _get_parallel_min():
-    return _parallel_min
+def _get_parallel_min(name=None, dtype=None):
+    """The threshold kernel `name` uses at `dtype`; without arguments, the forced one (0 if
+    none is forced)."""
+    if name is None:
+        return _forced_parallel_min
+    min32, min64 = _PARALLEL_MIN[name]
+    if _forced_parallel_min > 0:
+        return _forced_parallel_min
+    return min32 if _np.dtype(dtype) == _np.float32 else min64
 
 
 ctypedef struct Step:
@@ -193,10 +210,11 @@ cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int nt) noexcept nogil:
 
 
 cdef void run(void (*kernel)(floating*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil,
-              floating* x, const Step* s, Py_ssize_t n, int nt) noexcept nogil:
-    """Apply an element-wise kernel to [0, n): serially, or split in nt static chunks."""
+              floating* x, const Step* s, Py_ssize_t n, int nt, Py_ssize_t par_min) noexcept nogil:
+    """Apply an element-wise kernel to [0, n): serially below par_min elements, else split
+    in nt static chunks."""
     cdef Py_ssize_t c, per
-    if nt <= 1 or n < _parallel_min:
+    if nt <= 1 or n < par_min:
         kernel(x, s, 0, n)
         return
     per = chunk_size(n, nt)
@@ -205,16 +223,19 @@ cdef void run(void (*kernel)(floating*, const Step*, Py_ssize_t, Py_ssize_t) noe
         kernel(x, s, c * per, min(n, (c + 1) * per))
 
 
-cdef int launch(kernel32 k32, kernel64 k64, int typenum, PyObject** objs, int n, Step* s) except -1:
-    """Point the step at the arrays and run the kernel with the GIL released."""
+cdef int launch(kernel32 k32, kernel64 k64, int typenum, PyObject** objs, int n, Step* s,
+                Py_ssize_t min32, Py_ssize_t min64) except -1:
+    """Point the step at the arrays and run the kernel with the GIL released, split across
+    the threads from min32 (float32) or min64 (float64) elements."""
     cdef int i
     cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>objs[0])
+    cdef Py_ssize_t par_min = parallel_min(typenum, min32, min64)
     cdef int nt = _num_threads
     for i in range(n):
         s.a[i] = cnp.PyArray_BYTES(<cnp.ndarray>objs[i])
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            run(k32, <float*>s.a[0], s, size, nt)
+            run(k32, <float*>s.a[0], s, size, nt, par_min)
         else:
-            run(k64, <double*>s.a[0], s, size, nt)
+            run(k64, <double*>s.a[0], s, size, nt, par_min)
     return 0

@@ -113,6 +113,27 @@ cdef void _ema(floating* x_avg, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noe
 
 # ---------------------------------------------------------------- public wrappers
 
+# Elements (float32, float64) from which a call is split across the threads: where two
+# threads first beat one by 10-20% on the development machine (2 cores, AVX-512 level).
+cdef enum:
+    PAR_SGD_32 = 65536          # sgd_, ema_ and the probes: a few instructions per element
+    PAR_SGD_64 = 32768
+    PAR_MOMENTUM_32 = 32768     # momentum_, nesterov_
+    PAR_MOMENTUM_64 = 16384
+    PAR_SQRT_32 = 32768         # adagrad_, rmsprop_: a square root and a division
+    PAR_SQRT_64 = 8192
+    PAR_ADAM_32 = 16384         # adam_: a square root and three divisions
+    PAR_ADAM_64 = 8192
+
+_PARALLEL_MIN = {
+    "sgd_": (PAR_SGD_32, PAR_SGD_64), "ema_": (PAR_SGD_32, PAR_SGD_64),
+    "_copy": (PAR_SGD_32, PAR_SGD_64), "_triad": (PAR_SGD_32, PAR_SGD_64),
+    "_scale_": (PAR_SGD_32, PAR_SGD_64),
+    "momentum_": (PAR_MOMENTUM_32, PAR_MOMENTUM_64), "nesterov_": (PAR_MOMENTUM_32, PAR_MOMENTUM_64),
+    "adagrad_": (PAR_SQRT_32, PAR_SQRT_64), "rmsprop_": (PAR_SQRT_32, PAR_SQRT_64),
+    "adam_": (PAR_ADAM_32, PAR_ADAM_64),
+}
+
 cdef tuple _X_DX = ("x", "dx")
 cdef tuple _X_DX_V = ("x", "dx", "v")
 cdef tuple _X_DX_CACHE = ("x", "dx", "cache")
@@ -139,7 +160,7 @@ def sgd_(x, dx, *, lr):
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx
     cdef int typenum = check_arrays("sgd_", _X_DX, o, 2, 0b1)
     s.h[0] = -real("sgd_", "lr", lr, NONNEG)
-    launch(_sgd[float], _sgd[double], typenum, o, 2, &s)
+    launch(_sgd[float], _sgd[double], typenum, o, 2, &s, PAR_SGD_32, PAR_SGD_64)
 
 
 def momentum_(x, dx, v, *, lr, mu=0.9):
@@ -154,7 +175,7 @@ def momentum_(x, dx, v, *, lr, mu=0.9):
     cdef int typenum = check_arrays("momentum_", _X_DX_V, o, 3, 0b101)
     s.h[1] = real("momentum_", "lr", lr, NONNEG)
     s.h[0] = real("momentum_", "mu", mu, UNIT)
-    launch(_momentum[float], _momentum[double], typenum, o, 3, &s)
+    launch(_momentum[float], _momentum[double], typenum, o, 3, &s, PAR_MOMENTUM_32, PAR_MOMENTUM_64)
 
 
 def nesterov_(x, dx, v, *, lr, mu=0.9):
@@ -172,7 +193,7 @@ def nesterov_(x, dx, v, *, lr, mu=0.9):
     s.h[0] = real("nesterov_", "mu", mu, UNIT)
     s.h[2] = -s.h[0]
     s.h[3] = 1.0 + s.h[0]
-    launch(_nesterov[float], _nesterov[double], typenum, o, 3, &s)
+    launch(_nesterov[float], _nesterov[double], typenum, o, 3, &s, PAR_MOMENTUM_32, PAR_MOMENTUM_64)
 
 
 def adagrad_(x, dx, cache, *, lr, eps=1e-7):
@@ -186,7 +207,7 @@ def adagrad_(x, dx, cache, *, lr, eps=1e-7):
     cdef int typenum = check_arrays("adagrad_", _X_DX_CACHE, o, 3, 0b101)
     s.h[0] = -real("adagrad_", "lr", lr, NONNEG)
     s.h[1] = real("adagrad_", "eps", eps, POSITIVE)
-    launch(_adagrad[float], _adagrad[double], typenum, o, 3, &s)
+    launch(_adagrad[float], _adagrad[double], typenum, o, 3, &s, PAR_SQRT_32, PAR_SQRT_64)
 
 
 def rmsprop_(x, dx, cache, *, lr, decay_rate=0.99, eps=1e-7):
@@ -205,7 +226,7 @@ def rmsprop_(x, dx, cache, *, lr, decay_rate=0.99, eps=1e-7):
     s.h[1] = real("rmsprop_", "eps", eps, POSITIVE)
     s.h[2] = real("rmsprop_", "decay_rate", decay_rate, UNIT)
     s.h[3] = 1.0 - s.h[2]
-    launch(_rmsprop[float], _rmsprop[double], typenum, o, 3, &s)
+    launch(_rmsprop[float], _rmsprop[double], typenum, o, 3, &s, PAR_SQRT_32, PAR_SQRT_64)
 
 
 def adam_(x, dx, m, v, *, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
@@ -233,7 +254,7 @@ def adam_(x, dx, m, v, *, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     s.h[5] = 1.0 - s.h[4]
     s.h[6] = 1.0 - pow(s.h[2], step)
     s.h[7] = 1.0 - pow(s.h[4], step)
-    launch(_adam[float], _adam[double], typenum, o, 4, &s)
+    launch(_adam[float], _adam[double], typenum, o, 4, &s, PAR_ADAM_32, PAR_ADAM_64)
 
 
 def ema_(x_avg, x, *, decay=0.995):
@@ -249,7 +270,7 @@ def ema_(x_avg, x, *, decay=0.995):
     cdef int typenum = check_arrays("ema_", _XAVG_X, o, 2, 0b1)
     s.h[0] = real("ema_", "decay", decay, UNIT)
     s.h[1] = 1.0 - s.h[0]
-    launch(_ema[float], _ema[double], typenum, o, 2, &s)
+    launch(_ema[float], _ema[double], typenum, o, 2, &s, PAR_SGD_32, PAR_SGD_64)
 
 
 for _f in (sgd_, momentum_, nesterov_, adagrad_, rmsprop_, adam_, ema_):
@@ -289,7 +310,8 @@ def _copy(dst, src):
     cdef PyObject* o[2]
     cdef Step s
     o[0] = <PyObject*>dst; o[1] = <PyObject*>src
-    launch(_copy_k[float], _copy_k[double], check_arrays("_copy", ("dst", "src"), o, 2, 0b1), o, 2, &s)
+    launch(_copy_k[float], _copy_k[double], check_arrays("_copy", ("dst", "src"), o, 2, 0b1), o, 2, &s,
+           PAR_SGD_32, PAR_SGD_64)
 
 
 def _triad(a, b, c, *, s):
@@ -299,7 +321,7 @@ def _triad(a, b, c, *, s):
     o[0] = <PyObject*>a; o[1] = <PyObject*>b; o[2] = <PyObject*>c
     cdef int typenum = check_arrays("_triad", ("a", "b", "c"), o, 3, 0b1)
     st.h[0] = real("_triad", "s", s, NONNEG)
-    launch(_triad_k[float], _triad_k[double], typenum, o, 3, &st)
+    launch(_triad_k[float], _triad_k[double], typenum, o, 3, &st, PAR_SGD_32, PAR_SGD_64)
 
 
 def _scale_(x, *, s):
@@ -309,4 +331,4 @@ def _scale_(x, *, s):
     o[0] = <PyObject*>x
     cdef int typenum = check_arrays("_scale_", ("x",), o, 1, 0b1)
     st.h[0] = real("_scale_", "s", s, NONNEG)
-    launch(_scale_k[float], _scale_k[double], typenum, o, 1, &st)
+    launch(_scale_k[float], _scale_k[double], typenum, o, 1, &st, PAR_SGD_32, PAR_SGD_64)

@@ -79,7 +79,7 @@ def test_default_thread_count_honours_omp_num_threads(run_python, env, expected)
 
 def test_thread_count_invariance_large(kernel, dtype, kernels_module, num_threads):
     """Arrays big enough to be split: 1, 2 and 3 threads give the same bits as the reference."""
-    n = 3 * kernels_module._get_parallel_min() + 17
+    n = 3 * kernels_module._get_parallel_min(kernel.name, dtype) + 17
     results = {}
     for threads in (1, 2, 3):
         num_threads(threads)
@@ -128,7 +128,7 @@ def test_every_simd_level_bit_identical_to_baseline(kernel, dtype, bits, num_thr
     levels = _dispatch.available_levels()
     assert levels[0] == "baseline" and _dispatch.level in levels
     base = getattr(_dispatch.kernels("_updates", "baseline"), kernel.name)
-    p = _dispatch.kernels("_updates", "baseline")._get_parallel_min()
+    p = _dispatch.kernels("_updates", "baseline")._get_parallel_min(kernel.name, dtype)
     shapes = [(n,) for n in range(0, 71)] + [(), (3, 5, 7), (p + 63,), (3 * p + 5,)]
     num_threads(2)
     for s in shapes:

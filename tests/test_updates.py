@@ -74,7 +74,7 @@ def test_shapes(kernel, dtype, rng, close, shape):
 def test_around_openmp_threshold(kernel, dtype, rng, close, kernels_module, num_threads,
                                  offset, threads):
     num_threads(threads)
-    n = kernels_module._get_parallel_min() + offset
+    n = kernels_module._get_parallel_min(kernel.name, dtype) + offset
     fast, ref = run_both(kernel, (n,), dtype, rng, steps=2, **hyper_without_t(kernel))
     for a in kernel.arrays:
         close(fast[a], ref[a], dtype, f"{kernel.name} n={n} threads={threads} {a}")
@@ -141,7 +141,7 @@ def test_adam_huge_step_number(dtype, rng, kernel_table, bits):
 def test_bitwise_equal_to_reference(kernel, dtype, rng, bits, kernels_module):
     """Typical inputs, every SIMD tail length, both sides of the OpenMP threshold, a large
     array and every edge hyperparameter set: exactly the reference's bits."""
-    p = kernels_module._get_parallel_min()
+    p = kernels_module._get_parallel_min(kernel.name, dtype)
     cases = [((n,), {}) for n in range(0, 71)]
     cases += [((), {}), ((3, 5, 7), {}), ((p - 1,), {}), ((p + 63,), {}), ((LARGE,), {})]
     cases += [((70,), edge) for edge in kernel.edges]
