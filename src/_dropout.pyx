@@ -4,7 +4,7 @@
 p is the probability of KEEPING a unit, as in the lecture.  Train mode draws the keep-mask and
 applies it in the same pass that writes out, storing the mask as 1 bit per element.
 
-Random numbers: Philox4x32-10 (src/_philox.h), keyed by 128 bits drawn from the caller's
+Random numbers: Philox4x32-10 (src/_philox.h), keyed by two raw 64-bit draws of the caller's
 numpy.random.Generator on each call.  Element i uses one 32-bit word u_i of the Philox stream
 (counter = i's block) and is kept iff u_i < p * 2**32, i.e. with probability
 ceil(p * 2**32) / 2**32, within 2**-32 of p.  Because u_i depends only on (key, i), masks are
@@ -15,7 +15,7 @@ include "_common.pxi"
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.math cimport ceil
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 import numpy as np
 from lec6fast._dropout_mask import DropoutMask
 
@@ -24,6 +24,7 @@ cdef extern from "_philox.h" nogil:
     enum: LEC6_PHILOX_MASK_BYTES
     void lec6_philox_group(uint32_t* u, uint64_t group, const uint32_t* key, const uint32_t* nonce)
     void lec6_keep_bits(const uint32_t* u, uint32_t last, uint8_t* bits)
+    void lec6_unpack_bits(const uint8_t* bits, uint32_t* w)
     void lec6_philox4x32_10(uint32_t* c, const uint32_t* key)
 
 # The random numbers make dropout compute-bound on in-cache sizes: it pays to split sooner
@@ -37,27 +38,48 @@ _PARALLEL_MIN = {"dropout_forward": (PAR_DROPOUT, PAR_DROPOUT),
                  "dropout_backward": (PAR_DROPOUT_BACKWARD, PAR_DROPOUT_BACKWARD)}
 
 
+cdef inline bint float32_exact(double scale) noexcept nogil:
+    # x * scale rounded once to float32 equals the float32 product x * float32(scale) when
+    # scale is itself a float32 number (p = 0.5, 0.25, 0.8, ...): the exact product of two
+    # 24-bit significands fits in a double, so NumPy's double product is exact and both
+    # round the same number.  That product skips the conversions to double and back.
+    return <double>(<float>scale) == scale
+
+
+cdef inline void apply_draws(const floating* x, floating* out, const uint32_t* u, Py_ssize_t m,
+                             uint32_t last_kept, double scale) noexcept nogil:
+    # out = x * (scale if kept else 0), as NumPy computes x * (U / p): in double, rounded
+    # once; a dropped NaN stays NaN (NaN * 0), as in the reference.
+    cdef Py_ssize_t j
+    cdef float s32 = <float>scale, zero32 = 0
+    if floating is float:
+        if float32_exact(scale):
+            for j in range(m):
+                out[j] = x[j] * (s32 if u[j] <= last_kept else zero32)
+            return
+    for j in range(m):
+        out[j] = <floating>(<double>x[j] * (scale if u[j] <= last_kept else 0.0))
+
+
 cdef void _forward(floating* out, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    # out = x * (scale if kept else 0), in double and rounded once, as NumPy computes
-    # x * (U / p); a dropped NaN stays NaN (NaN * 0), as in the reference.  lo is a multiple
-    # of LEC6_PHILOX_DRAWS (see chunk_size), so [lo, hi) is whole groups of draws plus, at
-    # the very end of the array, one partial group.
+    # lo is a multiple of LEC6_PHILOX_DRAWS (see chunk_size), so [lo, hi) is whole groups of
+    # draws plus, at the very end of the array, one partial group.
     cdef const floating* x = <const floating*>s.a[1]
     cdef uint8_t* bits = <uint8_t*>s.a[2]
     cdef double scale = s.h[0]
     cdef uint32_t last_kept = s.k[4]          # keep iff u <= last_kept
     cdef uint32_t u[LEC6_PHILOX_DRAWS]
     cdef uint8_t tail[LEC6_PHILOX_MASK_BYTES]
-    cdef Py_ssize_t g, i0, j, m, D = LEC6_PHILOX_DRAWS
+    cdef Py_ssize_t g, i0, m, D = LEC6_PHILOX_DRAWS
     for g in range(lo // D, (hi + D - 1) // D):
         lec6_philox_group(u, <uint64_t>g, &s.k[0], &s.k[2])
         i0 = g * D
         m = min(D, hi - i0)
-        for j in range(m):
-            out[i0 + j] = <floating>(<double>x[i0 + j] * (scale if u[j] <= last_kept else 0.0))
-        if m == D:
+        if m == D:                              # a constant trip count vectorizes best
+            apply_draws(x + i0, out + i0, u, LEC6_PHILOX_DRAWS, last_kept, scale)
             lec6_keep_bits(u, last_kept, bits + i0 // 8)
         else:                                   # the array's last, partial group
+            apply_draws(x + i0, out + i0, u, m, last_kept, scale)
             lec6_keep_bits(u, last_kept, tail)
             memcpy(bits + i0 // 8, tail, (m + 7) // 8)
             if m % 8:
@@ -65,28 +87,25 @@ cdef void _forward(floating* out, const Step* s, Py_ssize_t lo, Py_ssize_t hi) n
 
 
 cdef void _backward(floating* dx, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    # dx = dout * (scale if kept else 0), in double and rounded once; lo is a multiple of 8.
-    # Each half of a mask byte picks its four multipliers from a 16-row table: out of cache
-    # this runs at copy speed, where testing the bits one by one did not.
+    # dx = dout * (scale if kept else 0), the forward's arithmetic (apply_draws) with the
+    # draws replaced by the unpacked mask; lo is a multiple of LEC6_PHILOX_DRAWS.
     cdef const floating* dout = <const floating*>s.a[1]
     cdef const uint8_t* bits = <const uint8_t*>s.a[2]
     cdef double scale = s.h[0]
-    cdef double table[16][4]
-    cdef const double* lo4
-    cdef const double* hi4
-    cdef Py_ssize_t q, i, j
-    for q in range(16):
-        for j in range(4):
-            table[q][j] = scale if (q >> j) & 1 else 0.0
-    for q in range(lo // 8, hi // 8):
-        lo4 = table[bits[q] & 15]
-        hi4 = table[bits[q] >> 4]
-        for j in range(4):
-            dx[8 * q + j] = <floating>(<double>dout[8 * q + j] * lo4[j])
-        for j in range(4):
-            dx[8 * q + 4 + j] = <floating>(<double>dout[8 * q + 4 + j] * hi4[j])
-    for i in range(max(lo, hi - hi % 8), hi):
-        dx[i] = <floating>(<double>dout[i] * table[(bits[i >> 3] >> (i & 7)) & 1][0])
+    cdef uint32_t w[LEC6_PHILOX_DRAWS]
+    cdef uint8_t tail[LEC6_PHILOX_MASK_BYTES]
+    cdef Py_ssize_t g, i0, m, D = LEC6_PHILOX_DRAWS
+    for g in range(lo // D, (hi + D - 1) // D):
+        i0 = g * D
+        m = min(D, hi - i0)
+        if m == D:
+            lec6_unpack_bits(bits + i0 // 8, w)
+            apply_draws(dout + i0, dx + i0, w, LEC6_PHILOX_DRAWS, 0, scale)
+        else:                                   # the array's last, partial group
+            memset(tail, 0, LEC6_PHILOX_MASK_BYTES)
+            memcpy(tail, bits + i0 // 8, (m + 7) // 8)
+            lec6_unpack_bits(tail, w)
+            apply_draws(dout + i0, dx + i0, w, m, 0, scale)
 
 
 # ---------------------------------------------------------------- public wrappers
@@ -124,10 +143,11 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
     given) and (x * p, None) for vanilla.  out, if given, is written and returned; it may be x
     itself.  Arithmetic is in double, rounded once to x's dtype, as NumPy computes x * (U / p).
 
-    rng: a numpy.random.Generator (advanced by one draw of four 32-bit words per train-mode
-    call), an int seed, or None for fresh entropy.  The mask depends only on those words, so a
-    seeded Generator gives the same masks on every run, machine, thread count and dtype.
-    The generator is Philox4x32-10; unit i is kept iff its 32-bit draw u_i < p * 2**32.
+    rng: a numpy.random.Generator (each train-mode call takes two raw 64-bit draws from it,
+    rng.bit_generator.random_raw(2), as the Philox key and nonce), an int seed, or None for
+    fresh entropy.  The mask depends only on those draws, so a seeded Generator gives the same
+    masks on every run, machine, thread count and dtype.  The generator is Philox4x32-10;
+    unit i is kept iff its 32-bit draw u_i < p * 2**32.
     """
     cdef PyObject* o[3]
     cdef Step s
@@ -147,12 +167,17 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
         return out, None
     gen = _generator(rng)
 
-    words = gen.integers(0, 1 << 32, size=4, dtype=np.uint32)
+    # The Philox key (k[0], k[1]) and nonce (k[2], k[3]): two raw 64-bit draws of the caller's
+    # generator, low half first (random_raw costs a tenth of Generator.integers).
+    words = gen.bit_generator.random_raw(2)
+    cdef uint64_t key = words[0], nonce = words[1]
+    s.k[0] = <uint32_t>key
+    s.k[1] = <uint32_t>(key >> 32)
+    s.k[2] = <uint32_t>nonce
+    s.k[3] = <uint32_t>(nonce >> 32)
     if out is None:
         out = np.empty_like(x)
     bits = np.empty((x.size + 7) // 8, dtype=np.uint8)
-    for i in range(4):
-        s.k[i] = words[i]
     # keep iff u < p * 2**32  <=>  u <= ceil(p * 2**32) - 1   (p * 2**32 is exact in double)
     s.k[4] = <uint32_t>(<uint64_t>ceil(keep_p * 4294967296.0) - 1)
     s.h[0] = 1.0 / keep_p if inverted else 1.0

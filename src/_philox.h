@@ -8,7 +8,8 @@
  *     (lo32(group*64 + b), hi32(group*64 + b), nonce[0], nonce[1]),  b = 0..63,
  * word w of block b going to u[64*w + b] (an SoA layout, so the vector code stores whole vectors).
  * lec6_keep_bits(u, last, bits) packs the 256 tests u[i] <= last into bits[0..31], bit i % 8 of
- * byte i / 8.
+ * byte i / 8; lec6_unpack_bits(bits, w) undoes it for the backward, w[i] = 0 where bit i is set
+ * and 0xFFFFFFFF where it is clear, so that w[i] <= 0 tells a kept unit as u[i] <= last did.
  *
  * The arithmetic is exact integer math, so the AVX-512, AVX2, SSE2 and scalar versions below give
  * identical words; which one is compiled depends on the flags of the module's SIMD level.
@@ -153,6 +154,29 @@ static inline void lec6_keep_bits(const uint32_t *u, uint32_t last, uint8_t *bit
 #endif
 }
 
+static inline void lec6_unpack_bits(const uint8_t *bits, uint32_t *w)
+{
+#if defined(__AVX512F__)
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i += 16) {
+        __mmask16 k = (__mmask16)(bits[i / 8] | (unsigned)bits[i / 8 + 1] << 8);
+        _mm512_storeu_si512((void *)(w + i), _mm512_maskz_set1_epi32((__mmask16)~k, -1));
+    }
+#elif defined(__AVX2__)
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i += 8) {
+        __m256i b = _mm256_and_si256(_mm256_set1_epi32(bits[i / 8]), sel);
+        _mm256_storeu_si256((__m256i *)(w + i), _mm256_cmpeq_epi32(b, _mm256_setzero_si256()));
+    }
+#else
+    const __m128i lo = _mm_setr_epi32(1, 2, 4, 8), hi = _mm_setr_epi32(16, 32, 64, 128);
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i += 8) {
+        __m128i b = _mm_set1_epi32(bits[i / 8]);
+        _mm_storeu_si128((__m128i *)(w + i), _mm_cmpeq_epi32(_mm_and_si128(b, lo), _mm_setzero_si128()));
+        _mm_storeu_si128((__m128i *)(w + i + 4), _mm_cmpeq_epi32(_mm_and_si128(b, hi), _mm_setzero_si128()));
+    }
+#endif
+}
+
 #else  /* other compilers and CPUs: the same words, one block at a time */
 
 static inline void lec6_philox_group(uint32_t *u, uint64_t group, const uint32_t key[2],
@@ -175,6 +199,12 @@ static inline void lec6_keep_bits(const uint32_t *u, uint32_t last, uint8_t *bit
             b |= (unsigned)(u[i + j] <= last) << j;
         bits[i / 8] = (uint8_t)b;
     }
+}
+
+static inline void lec6_unpack_bits(const uint8_t *bits, uint32_t *w)
+{
+    for (int i = 0; i < LEC6_PHILOX_DRAWS; i++)
+        w[i] = (bits[i / 8] >> (i % 8)) & 1 ? 0u : 0xFFFFFFFFu;
 }
 
 #endif
