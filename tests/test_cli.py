@@ -30,10 +30,12 @@ def test_bench_json_holds_every_case(capsys):
     assert result["config"]["simd_level"] and result["torch"] is None
 
 
-def test_bench_table_through_the_module_entry_point():
+def test_bench_table_through_the_module_entry_point(tmp_path):
+    # From an empty folder: `python -m` puts the working directory first on sys.path, and in a
+    # checkout that would be the source tree's (uncompiled) lec6fast/.
     out = subprocess.run([sys.executable, "-m", "lec6fast", "bench", "--sizes", "1e3",
                           "--kernels", "momentum,ema_", *QUICK],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert "SIMD level in use" in out and "OpenMP" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("momentum_", "ema_"))]
     assert [r[:2] for r in rows] == [["momentum_", "1e3"], ["ema_", "1e3"]]
