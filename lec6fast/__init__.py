@@ -8,7 +8,7 @@ from ._version import __version__
 from . import _dispatch
 from ._dispatch import get_num_threads, set_num_threads
 
-_updates = _dispatch.kernels("_updates", _dispatch.level)
+_updates, _dropout, _batchnorm = (_dispatch.kernels(f, _dispatch.level) for f in _dispatch.FAMILIES)
 
 sgd_ = _updates.sgd_
 momentum_ = _updates.momentum_
@@ -18,14 +18,13 @@ rmsprop_ = _updates.rmsprop_
 adam_ = _updates.adam_
 ema_ = _updates.ema_
 
-_dropout = _dispatch.kernels("_dropout", _dispatch.level)
 dropout_forward = _dropout.dropout_forward
 dropout_backward = _dropout.dropout_backward
-from ._dropout_mask import DropoutMask
-
-_batchnorm = _dispatch.kernels("_batchnorm", _dispatch.level)
 batchnorm_forward = _batchnorm.batchnorm_forward
 batchnorm_backward = _batchnorm.batchnorm_backward
+
+from ._dropout_mask import DropoutMask
+from ._batchnorm_cache import BatchNormCache
 
 
 def show_config(file=None):
@@ -37,6 +36,6 @@ def show_config(file=None):
 __all__ = [
     "sgd_", "momentum_", "nesterov_", "adagrad_", "rmsprop_", "adam_", "ema_",
     "dropout_forward", "dropout_backward", "DropoutMask",
-    "batchnorm_forward", "batchnorm_backward",
+    "batchnorm_forward", "batchnorm_backward", "BatchNormCache",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

@@ -28,7 +28,7 @@ def config():
 def parallel_thresholds():
     """{kernel: {dtype: elements from which its arrays are split across the threads}}."""
     out = {}
-    for family in ("_updates", "_dropout", "_batchnorm"):
+    for family in _dispatch.FAMILIES:
         mod = _dispatch.kernels(family, _dispatch.level)
         for name in mod._PARALLEL_MIN:
             if not name.startswith("_"):

@@ -7,11 +7,14 @@ asks for a lower one (a level the CPU cannot run is never chosen).
 """
 
 import importlib
+import importlib.util
 import os
 
 from . import _runtime
 
 LEVELS = ("baseline", "avx2", "avx512")          # least to most capable
+FAMILIES = ("_updates", "_dropout", "_batchnorm")  # src/<family>.pyx, each built per level
+MAX_THREADS = 2**31 - 1                           # what the kernels' C int holds
 
 _loaded = {}                                      # (family, level) -> module
 _num_threads = None
@@ -21,16 +24,11 @@ def _module_name(family, level):
     return f"lec6fast.{family}" if level == "baseline" else f"lec6fast.{family}_{level}"
 
 
-def available_levels(family="_updates"):
-    """Levels that this CPU can run and this build contains, least to most capable."""
-    out = []
-    for level in _runtime.cpu_simd_levels():
-        try:
-            kernels(family, level)
-        except ImportError:
-            continue
-        out.append(level)
-    return tuple(out)
+def available_levels():
+    """Levels that this CPU can run and this build contains (every family), least to most
+    capable."""
+    return tuple(level for level in _runtime.cpu_simd_levels()
+                 if all(importlib.util.find_spec(_module_name(f, level)) for f in FAMILIES))
 
 
 def _chosen_level():
@@ -79,11 +77,26 @@ def set_num_threads(n):
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
     n = n.__index__()
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be an integer in [1, {MAX_THREADS}], got {n!r}")
     _num_threads = n
     for mod in _loaded.values():
         mod._set_num_threads(n)
+
+
+def _serial_after_fork():
+    # GNU libgomp's thread pool does not survive fork(): a child that enters a parallel region
+    # after its parent used one deadlocks (multiprocessing's default start method on Linux,
+    # DataLoader workers).  A forked child therefore runs the kernels on one thread; it can
+    # call set_num_threads() again if it knows its OpenMP runtime copes.
+    global _num_threads
+    _num_threads = 1
+    for mod in _loaded.values():
+        mod._set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_serial_after_fork)
 
 
 def get_num_threads():

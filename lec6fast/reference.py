@@ -118,7 +118,7 @@ def batchnorm_backward(dout, cache):
     independent derivation from the closed form the fast kernel uses).  Returns
     (dx, dgamma, dbeta)."""
     xhat, xmu, ivar, sqrtvar, var, gamma, eps, axes, shape = cache
-    N = dout.size // gamma.size
+    N = np.prod([dout.shape[a] for a in axes])
     dbeta = dout.sum(axis=axes)
     dgamma = (dout * xhat).sum(axis=axes)
     dxhat = dout * gamma.reshape(shape)

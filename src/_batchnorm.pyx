@@ -505,34 +505,20 @@ cdef enum:
     IOUT = 5
 
 
-cdef inline str _dtype_str(object a):
-    return a.dtype.str if a.dtype.byteorder not in "=|" else str(a.dtype)
-
-
 cdef int _check_forward(PyObject** o, int n, bint train) except -1:
     """The array contract of batchnorm_forward; o = (x, gamma, beta, running_mean,
     running_var[, out]).  Returns the NumPy type number.  Order: type, dtype, shape,
     layout, writeability, overlap, batch size."""
-    cdef int i, j, typenum
+    cdef int i
     cdef unsigned int outputs = (0b11000 if train else 0) | (0b100000 if n > IOUT else 0)
-    cdef int nd
-    cdef cnp.npy_intp* dims
-    cdef cnp.ndarray x, a
-    for i in range(n):
-        if not cnp.PyArray_Check(<object>o[i]):
-            raise TypeError(f"{FWD}: {_FWD_NAMES[i]} must be {'None or ' if i == IOUT else ''}"
-                            f"a numpy.ndarray of float32 or float64, got {type(<object>o[i]).__name__}")
-    x = <cnp.ndarray>o[IX]
-    typenum = cnp.PyArray_TYPE(x)
-    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(x):
-        raise TypeError(f"{FWD}: x must have dtype float32 or float64 (native byte order), "
-                        f"got {_dtype_str(x)}")
-    for i in range(1, n):
-        a = <cnp.ndarray>o[i]
-        if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a):
-            raise TypeError(f"{FWD}: {_FWD_NAMES[i]} has dtype {_dtype_str(a)} but x has {x.dtype}")
-    nd = cnp.PyArray_NDIM(x)
-    dims = cnp.PyArray_DIMS(x)
+    if n > IOUT and not cnp.PyArray_Check(<object>o[IOUT]):
+        raise TypeError(f"{FWD}: out must be None or a numpy.ndarray of float32 or float64, "
+                        f"got {type(<object>o[IOUT]).__name__}")
+    check_types(FWD, _FWD_NAMES, o, n)
+    cdef int typenum = check_dtypes(FWD, _FWD_NAMES, o, n)
+    cdef cnp.ndarray x = <cnp.ndarray>o[IX]
+    cdef int nd = cnp.PyArray_NDIM(x)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(x)
     shape = (<object>x).shape
     if nd != 2 and nd != 4:
         raise ValueError(f"{FWD}: x must be 2-D (N, D) or 4-D (N, C, H, W), got shape {shape}")
@@ -545,27 +531,20 @@ cdef int _check_forward(PyObject** o, int n, bint train) except -1:
         raise ValueError(f"{FWD}: out has shape {(<object>o[IOUT]).shape} but x has shape {shape}")
     for i in range(n):
         check_layout(FWD, _FWD_NAMES[i], <object>o[i], (outputs >> i) & 1)
-    for i in range(n):
-        if (outputs >> i) & 1 and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>o[i]):
-            raise ValueError(f"{FWD}: {_FWD_NAMES[i]} is read-only, but {FWD} "
-                             + ("writes the result into it" if i == IOUT else "updates it in place"))
-    for i in range(n):
-        if not (outputs >> i) & 1:
-            continue
-        for j in range(n):
-            if j == i or (j < i and (outputs >> j) & 1) or not shares_memory(o[i], o[j]):
-                continue            # (pairs of outputs are checked once)
-            if i == IOUT and j == IX:
-                if not train and cnp.PyArray_BYTES(x) == cnp.PyArray_BYTES(<cnp.ndarray>o[IOUT]):
-                    continue        # test mode in place: out is x
-                if train:
-                    raise ValueError(f"{FWD}: out shares memory with x, but in train mode the cache "
-                                     f"keeps x for batchnorm_backward; pass a separate out "
-                                     f"(out=x is allowed with train=False)")
-                raise ValueError(f"{FWD}: out overlaps x without being x; pass out=x (in place) "
-                                 f"or a separate array")
-            raise ValueError(f"{FWD}: {_FWD_NAMES[i]} shares memory with {_FWD_NAMES[j]}; "
-                             f"{_FWD_NAMES[i]} is written by this call and must be a separate array")
+    check_writeable(FWD, _FWD_NAMES, o, n, outputs)
+    if n > IOUT and shares_memory(o[IX], o[IOUT]):
+        # The one overlap allowed: out exactly over x in test mode (in place).  In train mode
+        # the cache keeps x for the backward.
+        if train:
+            raise ValueError(f"{FWD}: out shares memory with x, but in train mode the cache keeps x "
+                             f"for batchnorm_backward; pass a separate out (out=x is allowed with "
+                             f"train=False)")
+        if cnp.PyArray_BYTES(x) != cnp.PyArray_BYTES(<cnp.ndarray>o[IOUT]):
+            raise ValueError(f"{FWD}: out overlaps x without being x; pass out=x (in place) or a "
+                             f"separate array")
+        check_overlaps(FWD, _FWD_NAMES[1:], o + 1, n - 1, outputs >> 1)    # out stands for x
+    else:
+        check_overlaps(FWD, _FWD_NAMES, o, n, outputs)
     if train and (dims[0] == 0 or (nd == 4 and dims[2] * dims[3] == 0)):
         raise ValueError(f"{FWD}: x of shape {shape} has no samples to compute batch statistics "
                          f"over ({'N' if nd == 2 else 'N*H*W'} = 0); train mode needs at least one")
@@ -626,7 +605,7 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
     """
     cdef PyObject* o[6]
     cdef int n = 5
-    cdef bint tr = train
+    cdef bint tr = flag(FWD, "train", train)
     cdef BN p
     cdef cnp.npy_intp sdims[2]
     o[0] = <PyObject*>x; o[1] = <PyObject*>gamma; o[2] = <PyObject*>beta
@@ -694,14 +673,17 @@ def batchnorm_backward(dout, cache):
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>stats) \
             or not cnp.PyArray_ISALIGNED(<cnp.ndarray>stats) \
             or (<object>stats).shape != (3, x.shape[1]):
-        raise ValueError(f"{BWD}: the cache is inconsistent (x of shape {x.shape}); pass the cache "
+        raise ValueError(f"{BWD}: the cache is inconsistent: x of shape {x.shape} with stats of "
+                         f"{type(stats).__name__} {getattr(stats, 'shape', '')} "
+                         f"{getattr(stats, 'dtype', '')} (expected C-contiguous float64 of shape "
+                         f"(3, {x.shape[1] if x.ndim in (2, 4) else 'F'})); pass the cache "
                          f"batchnorm_forward returned, unmodified")
     _fill_shape(&p, <cnp.ndarray>x)
     dx = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
                            typenum, 0)
     pdims[0] = p.F
-    dgamma = cnp.PyArray_EMPTY(1, pdims, typenum, 0)
-    dbeta = cnp.PyArray_EMPTY(1, pdims, typenum, 0)
+    dgamma = cnp.PyArray_ZEROS(1, pdims, typenum, 0)     # sums over no elements stay 0
+    dbeta = cnp.PyArray_ZEROS(1, pdims, typenum, 0)
     p.x = cnp.PyArray_BYTES(<cnp.ndarray>x)
     p.out = cnp.PyArray_BYTES(<cnp.ndarray>dx)
     p.dout = cnp.PyArray_BYTES(<cnp.ndarray>dout)

@@ -13,6 +13,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from numbers import Real as _Real, Integral as _Integral
 import numpy as _np
+from numpy.ma import MaskedArray as _MaskedArray
 
 cnp.import_array()
 
@@ -52,41 +53,66 @@ cdef inline int check_layout(str fn, str name, object a, bint output) except -1:
     return 0
 
 
-cdef int check_arrays(str fn, tuple names, PyObject** objs, int n, unsigned int outputs) except -1:
-    """Enforce the array contract for one call and return the shared NumPy type number.
+cdef inline str dtype_name(object a):
+    """a's dtype as users write it, with the byte order when it is not the native one."""
+    return a.dtype.str if a.dtype.byteorder not in "=|" else str(a.dtype)
 
-    objs[0] is the reference array (x); bit i of `outputs` marks objs[i] as written in place.
-    Order of checks: type, dtype, shape, layout, writeability, overlap.
-    """
-    cdef int i, j, nd
-    cdef int typenum
-    cdef cnp.ndarray a, x
+
+# The steps of the contract, in the order they are checked: type, dtype, shape (by the
+# caller: check_same_shape for element-wise calls), layout, writeability, overlap.
+
+cdef int check_types(str fn, tuple names, PyObject** objs, int n) except -1:
+    cdef int i
     for i in range(n):
-        if not cnp.PyArray_Check(<object>objs[i]):
+        o = <object>objs[i]
+        if not cnp.PyArray_Check(o):
             raise TypeError(f"{fn}: {names[i]} must be a numpy.ndarray of float32 or float64, "
-                            f"got {type(<object>objs[i]).__name__}")
-    x = <cnp.ndarray>objs[0]
-    typenum = cnp.PyArray_TYPE(x)
+                            f"got {type(o).__name__}")
+        if not cnp.PyArray_CheckExact(o) and isinstance(o, _MaskedArray):
+            raise TypeError(f"{fn}: {names[i]} is a numpy.ma.MaskedArray, whose mask lec6fast would "
+                            f"ignore; pass a plain array (e.g. {names[i]}.data, updated in place)")
+    return 0
+
+
+cdef int check_dtypes(str fn, tuple names, PyObject** objs, int n) except -1:
+    """objs[0] float32 or float64 in native byte order, the others the same; the type number."""
+    cdef int i
+    cdef cnp.ndarray x = <cnp.ndarray>objs[0]
+    cdef int typenum = cnp.PyArray_TYPE(x)
     if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(x):
         raise TypeError(f"{fn}: {names[0]} must have dtype float32 or float64 (native byte order), "
-                        f"got {x.dtype.str if x.dtype.byteorder not in '=|' else x.dtype}")
+                        f"got {dtype_name(x)}")
     for i in range(1, n):
         a = <cnp.ndarray>objs[i]
         if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a):
-            raise TypeError(f"{fn}: {names[i]} has dtype "
-                            f"{a.dtype.str if a.dtype.byteorder not in '=|' else a.dtype} "
-                            f"but {names[0]} has {x.dtype}")
-    nd = cnp.PyArray_NDIM(x)
+            raise TypeError(f"{fn}: {names[i]} has dtype {dtype_name(a)} but {names[0]} has {x.dtype}")
+    return typenum
+
+
+cdef int check_same_shape(str fn, tuple names, PyObject** objs, int n) except -1:
+    cdef int i
+    cdef cnp.ndarray x = <cnp.ndarray>objs[0]
+    cdef int nd = cnp.PyArray_NDIM(x)
     for i in range(1, n):
         a = <cnp.ndarray>objs[i]
         if cnp.PyArray_NDIM(a) != nd or (nd > 0 and memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(x),
                                                           nd * sizeof(cnp.npy_intp)) != 0):
-            raise ValueError(f"{fn}: {names[i]} has shape {(<object>a).shape} but {names[0]} has shape {(<object>x).shape}")
-    for i in range(n):
-        check_layout(fn, names[i], <object>objs[i], (outputs >> i) & 1)
+            raise ValueError(f"{fn}: {names[i]} has shape {(<object>a).shape} but {names[0]} has "
+                             f"shape {(<object>x).shape}")
+    return 0
+
+
+cdef int check_writeable(str fn, tuple names, PyObject** objs, int n, unsigned int outputs) except -1:
+    cdef int i
     for i in range(n):
         if (outputs >> i) & 1 and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>objs[i]):
-            raise ValueError(f"{fn}: {names[i]} is read-only, but {fn} updates it in place")
+            raise ValueError(f"{fn}: {names[i]} is read-only, but {fn} writes to it")
+    return 0
+
+
+cdef int check_overlaps(str fn, tuple names, PyObject** objs, int n, unsigned int outputs) except -1:
+    """No output (bit i of outputs) shares memory with any other argument."""
+    cdef int i, j
     for i in range(n):
         if not (outputs >> i) & 1:
             continue
@@ -95,7 +121,21 @@ cdef int check_arrays(str fn, tuple names, PyObject** objs, int n, unsigned int 
                 continue        # pairs of outputs are checked once
             if shares_memory(objs[i], objs[j]):
                 raise ValueError(f"{fn}: {names[i]} shares memory with {names[j]}; "
-                                 f"{names[i]} is updated in place and must be a separate array")
+                                 f"{names[i]} is written by {fn} and must be a separate array")
+    return 0
+
+
+cdef int check_arrays(str fn, tuple names, PyObject** objs, int n, unsigned int outputs) except -1:
+    """The array contract of an element-wise call: objs[0] (x) sets the dtype and shape; bit i
+    of `outputs` marks objs[i] as written.  Returns the shared NumPy type number."""
+    cdef int i
+    check_types(fn, names, objs, n)
+    cdef int typenum = check_dtypes(fn, names, objs, n)
+    check_same_shape(fn, names, objs, n)
+    for i in range(n):
+        check_layout(fn, names[i], <object>objs[i], (outputs >> i) & 1)
+    check_writeable(fn, names, objs, n, outputs)
+    check_overlaps(fn, names, objs, n, outputs)
     return typenum
 
 
@@ -108,11 +148,12 @@ cdef enum Range:
     PROB        # in (0, 1]
 
 cdef double real(str fn, str name, object value, Range rng) except? -1.0:
-    """A hyperparameter as a C double, or ValueError naming it, its allowed range and the value."""
+    """A hyperparameter as a C double, or ValueError naming it, its allowed range and the value.
+    bool is refused (True is an int, but never a meant learning rate)."""
     cdef double v
     if PyFloat_Check(value):            # float and numpy.float64, the common case
         v = PyFloat_AS_DOUBLE(value)
-    elif PyLong_Check(value) or isinstance(value, _Real):
+    elif (PyLong_Check(value) or isinstance(value, _Real)) and not isinstance(value, bool):
         try:
             v = float(value)
         except OverflowError:
@@ -135,7 +176,7 @@ cdef double real(str fn, str name, object value, Range rng) except? -1.0:
 
 cdef double step_number(str fn, str name, object value) except? -1.0:
     """A 1-based step count t (an integer >= 1), as the double the bias correction needs."""
-    if not (PyLong_Check(value) or isinstance(value, _Integral)):
+    if not (PyLong_Check(value) or isinstance(value, _Integral)) or isinstance(value, bool):
         raise ValueError(f"{fn}: {name} must be an integer >= 1 (the 1-based step number), "
                          f"got {value!r} ({type(value).__name__})")
     if value < 1:
@@ -144,6 +185,13 @@ cdef double step_number(str fn, str name, object value) except? -1.0:
         return float(int(value))
     except OverflowError:
         return float("inf")             # beta**t underflows to 0, as it would at t = 10**400
+
+
+cdef int flag(str fn, str name, object value) except -1:
+    """A True/False switch (bool or numpy.bool_), or TypeError: a truthy "no" must not train."""
+    if value is True or value is False or isinstance(value, _np.bool_):
+        return 1 if value else 0
+    raise TypeError(f"{fn}: {name} must be True or False, got {value!r}")
 
 
 # ---------------------------------------------------------------- threads and the driver
@@ -184,15 +232,14 @@ def _get_parallel_min(name=None, dtype=None):
     if name is None:
         return _forced_parallel_min
     min32, min64 = _PARALLEL_MIN[name]
-    if _forced_parallel_min > 0:
-        return _forced_parallel_min
-    return min32 if _np.dtype(dtype) == _np.float32 else min64
+    return parallel_min(cnp.NPY_FLOAT32 if _np.dtype(dtype) == _np.float32 else cnp.NPY_FLOAT64,
+                        min32, min64)
 
 
 ctypedef struct Step:
     char* a[6]          # data pointers of the call's arrays, in signature order (a[0] is x)
     double h[8]         # derived hyperparameters in double; each kernel rounds them to its dtype
-    uint32_t k[6]       # integer parameters (random-number keys, thresholds)
+    uint32_t k[5]       # integer parameters (random-number key and nonce, threshold)
 
 
 ctypedef void (*kernel32)(float*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil
@@ -203,9 +250,11 @@ cdef enum:
     CHUNK_ALIGN = 256   # a multiple of src/_philox.h's LEC6_PHILOX_DRAWS
 
 cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int nt) noexcept nogil:
-    # Equal chunks rounded up to 256 elements: no two threads write the same cache line or
-    # mask byte, each thread's vector loop starts on a whole vector, and dropout's chunks
-    # start on a whole group of random draws.
+    # Equal chunks rounded up to 256 elements: dropout's chunks then start on a whole group of
+    # random draws and a whole mask byte (a byte written by two threads would be a race), and
+    # each thread's vector loop starts on whole vectors.  (Chunk ends may share a cache line
+    # with the next chunk's start, NumPy aligning data to 16 bytes: false sharing on one line
+    # per thread, not a race.)
     return ((n + nt - 1) // nt + CHUNK_ALIGN - 1) & ~(<Py_ssize_t>CHUNK_ALIGN - 1)
 
 

@@ -4,8 +4,8 @@
 p is the probability of KEEPING a unit, as in the lecture.  Train mode draws the keep-mask and
 applies it in the same pass that writes out, storing the mask as 1 bit per element.
 
-Random numbers: Philox4x32-10 (src/_philox.h), keyed by two raw 64-bit draws of the caller's
-numpy.random.Generator on each call.  Element i uses one 32-bit word u_i of the Philox stream
+Random numbers: Philox4x32-10 (src/_philox.h), keyed on each call by the low 32 bits of four
+raw draws of the caller's numpy.random.Generator.  Element i uses one 32-bit word u_i of the Philox stream
 (counter = i's block) and is kept iff u_i < p * 2**32, i.e. with probability
 ceil(p * 2**32) / 2**32, within 2**-32 of p.  Because u_i depends only on (key, i), masks are
 the same for every thread count, SIMD level and dtype.
@@ -13,7 +13,7 @@ the same for every thread count, SIMD level and dtype.
 
 include "_common.pxi"
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint64_t
 from libc.math cimport ceil
 from libc.string cimport memcpy, memset
 import numpy as np
@@ -110,23 +110,35 @@ cdef void _backward(floating* dx, const Step* s, Py_ssize_t lo, Py_ssize_t hi) n
 
 # ---------------------------------------------------------------- public wrappers
 
-cdef object _generator(object rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0):
-        return np.random.default_rng(rng)
-    raise TypeError(f"dropout_forward: rng must be a numpy.random.Generator, a non-negative int seed "
-                    f"or None, got {rng!r}")
+cdef int check_rng(object rng) except -1:
+    """What numpy.random.default_rng accepts: a Generator, BitGenerator or SeedSequence, a
+    non-negative int seed, or None (checked in test mode too, where nothing is drawn)."""
+    if (rng is None or isinstance(rng, (np.random.Generator, np.random.BitGenerator,
+                                        np.random.SeedSequence))):
+        return 0
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"dropout_forward: rng as a seed must be a non-negative int, got {rng!r}")
+        return 0
+    raise TypeError(f"dropout_forward: rng must be a numpy.random.Generator, a non-negative int "
+                    f"seed or None, got {rng!r}")
 
 
 cdef int check_out(str fn, str src_name, object out, object src) except -1:
-    """out must be writeable and shaped like src; it may be src itself, but not overlap it otherwise."""
+    """out: a writeable array shaped like src, which may be src's own memory (in place) but must
+    not overlap it otherwise."""
     cdef PyObject* o[2]
     o[0] = <PyObject*>src; o[1] = <PyObject*>out
-    if out is src:
-        check_arrays(fn, ("out",), o + 1, 1, 0b1)
-    else:
-        check_arrays(fn, (src_name, "out"), o, 2, 0b10)
+    if not cnp.PyArray_Check(out):
+        raise TypeError(f"{fn}: out must be None or a numpy.ndarray of float32 or float64, "
+                        f"got {type(out).__name__}")
+    check_types(fn, (src_name, "out"), o, 2)
+    check_dtypes(fn, (src_name, "out"), o, 2)
+    check_same_shape(fn, (src_name, "out"), o, 2)
+    check_layout(fn, "out", out, True)
+    check_writeable(fn, ("out",), o + 1, 1, 0b1)
+    if cnp.PyArray_BYTES(<cnp.ndarray>out) != cnp.PyArray_BYTES(<cnp.ndarray>src):
+        check_overlaps(fn, (src_name, "out"), o, 2, 0b10)
     return 0
 
 
@@ -143,11 +155,12 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
     given) and (x * p, None) for vanilla.  out, if given, is written and returned; it may be x
     itself.  Arithmetic is in double, rounded once to x's dtype, as NumPy computes x * (U / p).
 
-    rng: a numpy.random.Generator (each train-mode call takes two raw 64-bit draws from it,
-    rng.bit_generator.random_raw(2), as the Philox key and nonce), an int seed, or None for
-    fresh entropy.  The mask depends only on those draws, so a seeded Generator gives the same
-    masks on every run, machine, thread count and dtype.  The generator is Philox4x32-10;
-    unit i is kept iff its 32-bit draw u_i < p * 2**32.
+    rng: a numpy.random.Generator (each train-mode call takes four raw draws from its bit
+    generator, rng.bit_generator.random_raw(4), whose low 32 bits make the Philox key and
+    nonce), or what numpy.random.default_rng accepts: a BitGenerator, a SeedSequence, a
+    non-negative int seed, or None for fresh entropy.  The mask depends only on those draws, so
+    a seeded Generator gives the same masks on every run, machine, thread count and dtype.  The
+    generator is Philox4x32-10; unit i is kept iff its 32-bit draw u_i < p * 2**32.
     """
     cdef PyObject* o[3]
     cdef Step s
@@ -156,35 +169,36 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
     o[0] = <PyObject*>x
     typenum = check_arrays("dropout_forward", ("x",), o, 1, 0)
     keep_p = real("dropout_forward", "p", p, PROB)
+    cdef bint training = flag("dropout_forward", "train", train)
+    cdef bint inverse = flag("dropout_forward", "inverted", inverted)
+    check_rng(rng)
     if out is not None:
         check_out("dropout_forward", "x", out, x)
-    if not train:
-        if not inverted:
+    if not training:
+        if not inverse:
             return np.multiply(x, x.dtype.type(keep_p), out=out), None
-        if out is None or out is x:
-            return x, None
+        if out is None or cnp.PyArray_BYTES(<cnp.ndarray>out) == cnp.PyArray_BYTES(<cnp.ndarray>x):
+            return (x if out is None else out), None
         np.copyto(out, x)
         return out, None
-    gen = _generator(rng)
 
-    # The Philox key (k[0], k[1]) and nonce (k[2], k[3]): two raw 64-bit draws of the caller's
-    # generator, low half first (random_raw costs a tenth of Generator.integers).
-    words = gen.bit_generator.random_raw(2)
-    cdef uint64_t key = words[0], nonce = words[1]
-    s.k[0] = <uint32_t>key
-    s.k[1] = <uint32_t>(key >> 32)
-    s.k[2] = <uint32_t>nonce
-    s.k[3] = <uint32_t>(nonce >> 32)
+    # The Philox key (k[0], k[1]) and nonce (k[2], k[3]): the low 32 bits of four raw draws of
+    # the caller's bit generator (every NumPy bit generator gives at least 32 random bits a
+    # draw; random_raw costs a tenth of Generator.integers).
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    words = gen.bit_generator.random_raw(4)
+    for i in range(4):
+        s.k[i] = <uint32_t>(<uint64_t>words[i])
     if out is None:
         out = np.empty_like(x)
     bits = np.empty((x.size + 7) // 8, dtype=np.uint8)
     # keep iff u < p * 2**32  <=>  u <= ceil(p * 2**32) - 1   (p * 2**32 is exact in double)
     s.k[4] = <uint32_t>(<uint64_t>ceil(keep_p * 4294967296.0) - 1)
-    s.h[0] = 1.0 / keep_p if inverted else 1.0
+    s.h[0] = 1.0 / keep_p if inverse else 1.0
     o[0] = <PyObject*>out; o[1] = <PyObject*>x; o[2] = <PyObject*>bits
     launch(_forward[float], _forward[double], typenum, o, 3, &s, PAR_DROPOUT, PAR_DROPOUT)
     bits.flags.writeable = False
-    return out, DropoutMask(bits, x.shape, keep_p, inverted)
+    return out, DropoutMask(bits, x.shape, keep_p, inverse)
 
 
 def dropout_backward(dout, mask, *, out=None):
@@ -205,11 +219,17 @@ def dropout_backward(dout, mask, *, out=None):
     bits = mask.bits
     if (type(bits) is not np.ndarray or bits.dtype != np.uint8 or bits.ndim != 1
             or bits.shape[0] != (dout.size + 7) // 8 or not bits.flags.c_contiguous):
-        raise ValueError("dropout_backward: mask.bits is not the packed mask of a "
-                         f"{mask.shape} array (expected {(dout.size + 7) // 8} contiguous uint8)")
+        raise ValueError(f"dropout_backward: mask.bits is not the packed mask of a {mask.shape} "
+                         f"array: expected {(dout.size + 7) // 8} contiguous uint8, got "
+                         f"{type(bits).__name__} {getattr(bits, 'shape', '')} "
+                         f"{getattr(bits, 'dtype', '')}")
     keep_p = real("dropout_backward", "mask.p", mask.p, PROB)
     if out is not None:
         check_out("dropout_backward", "dout", out, dout)
+        o[1] = <PyObject*>bits
+        if shares_memory(<PyObject*>out, o[1]):
+            raise ValueError("dropout_backward: out shares memory with mask.bits; out is written "
+                             "by dropout_backward and must be a separate array")
     else:
         out = np.empty_like(dout)
     s.h[0] = 1.0 / keep_p if mask.inverted else 1.0

@@ -489,3 +489,29 @@ def test_concurrent_calls_from_python_threads():
         t.join()
     for got, want in zip(results, serial):
         _same_bits(got, want)
+
+
+def test_train_must_be_a_bool():
+    x = np.ones((4, 3), np.float32)
+    g, b, rm, rv = (np.ones(3, np.float32) for _ in range(4))
+    before = rm.tobytes() + rv.tobytes()
+    with pytest.raises(TypeError, match="batchnorm_forward: train must be True or False, got 'no'"):
+        lec6fast.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, train="no")
+    assert rm.tobytes() + rv.tobytes() == before
+
+
+def test_backward_of_an_empty_batch_is_zero():
+    # Only reachable with a hand-made cache (the forward refuses N = 0 in train mode): sums over
+    # no elements are 0, not whatever the memory held.
+    from lec6fast import BatchNormCache
+    x = np.empty((0, 3), np.float32)
+    dx, dgamma, dbeta = lec6fast.batchnorm_backward(x, BatchNormCache(x, np.zeros((3, 3))))
+    assert dx.shape == (0, 3) and dgamma.tolist() == [0, 0, 0] and dbeta.tolist() == [0, 0, 0]
+
+
+def test_reference_backward_handles_zero_features():
+    x = np.empty((4, 0))
+    out, cache = R.batchnorm_forward(x, np.empty(0), np.empty(0), running_mean=np.empty(0),
+                                     running_var=np.empty(0))
+    dx, dgamma, dbeta = R.batchnorm_backward(x, cache)
+    assert dx.shape == (4, 0) and dgamma.shape == dbeta.shape == (0,)

@@ -44,12 +44,11 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 def expected_keep(n, p, seed):
-    """The documented mask: key, nonce = Generator.bit_generator.random_raw(2) give the Philox key
-    (lo32(key), hi32(key)) and the counter's upper words (lo32(nonce), hi32(nonce)); element i lies
-    in group i // 256, at word w = (i % 256) // 64 of block b = i % 64, whose counter is
-    group*64 + b; it is kept iff its word u < p * 2**32."""
-    key, nonce = (int(w) for w in np.random.default_rng(seed).bit_generator.random_raw(2))
-    words = [key & 0xFFFFFFFF, key >> 32, nonce & 0xFFFFFFFF, nonce >> 32]
+    """The documented mask: the low 32 bits of Generator.bit_generator.random_raw(4) give the
+    Philox key (words 0, 1) and the counter's upper words (words 2, 3); element i lies in group
+    i // 256, at word w = (i % 256) // 64 of block b = i % 64, whose counter is group*64 + b; it is
+    kept iff its word u < p * 2**32."""
+    words = [int(w) & 0xFFFFFFFF for w in np.random.default_rng(seed).bit_generator.random_raw(4)]
     i = np.arange(n, dtype=np.uint64)
     group, r = i // np.uint64(256), i % np.uint64(256)
     ctr = group * np.uint64(64) + r % np.uint64(64)
@@ -94,12 +93,29 @@ def test_mask_is_the_documented_function_of_the_seed(p, n):
     np.testing.assert_array_equal(mask.to_array(), expected_keep(n, p, 7))
 
 
-def test_generator_advances_by_two_raw_draws():
+def test_generator_advances_by_four_raw_draws():
     g = np.random.default_rng(3)
     lec6fast.dropout_forward(np.ones(10), p=0.5, rng=g)
     twin = np.random.default_rng(3)
-    twin.bit_generator.random_raw(2)
+    twin.bit_generator.random_raw(4)
     assert g.bit_generator.state == twin.bit_generator.state
+
+
+def test_32_bit_bit_generators_key_all_64_bits():
+    # MT19937 draws 32 bits at a time: the key and nonce still get 64 random bits each.
+    x = np.ones(100_000)
+    m1 = lec6fast.dropout_forward(x, p=0.5, rng=np.random.Generator(np.random.MT19937(1)))[1]
+    words = np.random.Generator(np.random.MT19937(1)).bit_generator.random_raw(4)
+    assert all(0 < int(w) < 2**32 for w in words) and len(set(int(w) for w in words)) == 4
+    assert abs(m1.to_array().mean() - 0.5) < 5 * 0.5 / np.sqrt(x.size)
+
+
+@pytest.mark.parametrize("make", [lambda: np.random.SeedSequence(9), lambda: np.random.PCG64(9),
+                                  lambda: np.random.Philox(9)])
+def test_every_seed_numpy_accepts(make):
+    want = lec6fast.dropout_forward(np.ones(3000), p=0.5, rng=np.random.default_rng(make()))[1]
+    got = lec6fast.dropout_forward(np.ones(3000), p=0.5, rng=make())[1]
+    assert got.bits.tobytes() == want.bits.tobytes()
 
 
 def test_seeds_generators_and_none():
@@ -314,8 +330,15 @@ FORWARD_REFUSALS = [
     (ValueError, "out is read-only", lambda x, o: (x, {"out": ro(o)})),
     (ValueError, "out must be C-contiguous", lambda x, o: (x, {"out": np.empty((4, 6)).T})),
     (TypeError, "rng must be a numpy.random.Generator", lambda x, o: (x, {"rng": np.random.RandomState(0)})),
-    (TypeError, "rng must be a numpy.random.Generator", lambda x, o: (x, {"rng": -1})),
+    (ValueError, "rng as a seed must be a non-negative int, got -1", lambda x, o: (x, {"rng": -1})),
     (TypeError, "rng must be a numpy.random.Generator", lambda x, o: (x, {"rng": "seed"})),
+    (TypeError, "rng must be a numpy.random.Generator", lambda x, o: (x, {"rng": True})),
+    (TypeError, "rng must be a numpy.random.Generator", lambda x, o: (x, {"rng": "x", "train": False})),
+    (TypeError, "train must be True or False, got 'no'", lambda x, o: (x, {"train": "no"})),
+    (TypeError, "inverted must be True or False, got 1", lambda x, o: (x, {"inverted": 1})),
+    (ValueError, "p must be a real number, got True", lambda x, o: (x, {"p": True})),
+    (TypeError, "out must be None or a numpy.ndarray", lambda x, o: (x, {"out": [0.0] * 24})),
+    (TypeError, "x is a numpy.ma.MaskedArray", lambda x, o: (np.ma.masked_array(x, mask=x > 0), {})),
 ]
 
 
@@ -340,6 +363,27 @@ def test_forward_refusals_change_nothing(exc, match, make):
     assert snapshot(*watched) == before
     if gen is not None:
         assert gen.bit_generator.state == state      # a refused call draws nothing
+
+
+def test_out_over_exactly_x_is_in_place():
+    x = data(1000, np.float64)
+    want, _ = lec6fast.dropout_forward(x, p=0.4, rng=3)
+    y = x.copy()
+    got, _ = lec6fast.dropout_forward(y, p=0.4, rng=3, out=y[...])     # another view, same memory
+    assert same_bits(y, want) and same_bits(got, want)
+
+
+def test_backward_refuses_out_over_the_mask():
+    x = data(1000, np.float32)
+    _, mask = lec6fast.dropout_forward(x, p=0.5, rng=0)
+    out = np.zeros(1000, np.float32)
+    bits = out.view(np.uint8)[:125]
+    bits[...] = mask.bits
+    tampered = lec6fast.DropoutMask(bits, (1000,), 0.5, True)
+    before = out.tobytes()
+    with pytest.raises(ValueError, match="out shares memory with mask.bits"):
+        lec6fast.dropout_backward(x, tampered, out=out)
+    assert out.tobytes() == before
 
 
 def test_forward_refuses_out_overlapping_x():

@@ -64,6 +64,50 @@ SHOW_THREADS = ("import json, lec6fast\n"
                 "print(json.dumps([lec6fast.get_num_threads(), mod._get_num_threads()]))\n")
 
 
+def test_set_num_threads_refuses_counts_a_c_int_cannot_hold(num_threads):
+    num_threads(2)
+    before = lec6fast.get_num_threads()
+    with pytest.raises(ValueError, match=r"^set_num_threads: n must be an integer in \[1, "):
+        lec6fast.set_num_threads(2**40)
+    assert lec6fast.get_num_threads() == before
+
+
+FORKED_CHILD = """
+import multiprocessing as mp
+import numpy as np
+import lec6fast
+from lec6fast import reference
+
+lec6fast.set_num_threads(2)
+x = np.ones(1_000_000, np.float32)
+lec6fast.sgd_(x, np.ones_like(x), lr=0.5)        # the parent's OpenMP team has run
+
+def child(q):
+    y, g = np.linspace(-1, 1, 1_000_000, dtype=np.float32), np.full(1_000_000, 0.25, np.float32)
+    want = y.copy()
+    lec6fast.sgd_(y, g, lr=0.5)
+    reference.sgd_(want, g, lr=0.5)
+    q.put((y.tobytes() == want.tobytes(), lec6fast.get_num_threads()))
+
+ctx = mp.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+p.join(60)
+assert p.exitcode == 0, f"forked child did not finish (exit code {p.exitcode})"
+print("ok", q.get(timeout=5))
+lec6fast.sgd_(x, np.ones_like(x), lr=0.5)        # and the parent still runs on its threads
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_a_forked_child_runs_its_kernels(run_python):
+    """libgomp's thread pool does not survive fork(): a child must not enter the parent's
+    team (it would deadlock); lec6fast makes a forked child serial."""
+    out = run_python(FORKED_CHILD)
+    assert out.stdout.strip().splitlines()[-1] == "ok (True, 1)"
+
+
 @pytest.mark.parametrize("env, expected", [("1", 1), ("3", 3), ("2,1", 2), (None, "cores"),
                                            ("", "cores"), ("abc", "cores"), ("0", "cores")])
 def test_default_thread_count_honours_omp_num_threads(run_python, env, expected):

@@ -248,11 +248,12 @@ def test_adjacent_views_of_one_buffer_are_accepted(kernel, dtype, rng, bits):
 
 BAD_VALUES = {
     "nonneg": [-1.0, -1e-300, float("nan"), float("inf"), -float("inf"), np.float64(-0.5),
-               np.float32("nan"), -1, "0.1", None, 1j],
-    "positive": [0.0, -0.0, -1e-7, float("nan"), float("inf"), np.float64(0.0), 0, "1e-7", None],
+               np.float32("nan"), -1, "0.1", None, 1j, True, np.array([0.1])],
+    "positive": [0.0, -0.0, -1e-7, float("nan"), float("inf"), np.float64(0.0), 0, "1e-7", None,
+                 True],
     "unit": [-0.1, 1.0, 1.5, float("nan"), float("inf"), -float("inf"), 1, np.float64(1.0),
-             np.float32(-1e-3), "0.9", None],
-    "step": [0, -1, 1.5, 2.0, "3", None, np.float64(2.0), np.int64(0), np.int64(-5)],
+             np.float32(-1e-3), "0.9", None, False],
+    "step": [0, -1, 1.5, 2.0, "3", None, np.float64(2.0), np.int64(0), np.int64(-5), True],
 }
 
 
@@ -396,3 +397,13 @@ def test_contiguous_views_are_accepted(kernel, dtype, rng, bits):
         kernel.call(kernel.ref, ref, **kernel.hyper())
         for a in kernel.arrays:
             bits.assert_equal(arrays[a], ref[a], f"{kernel.name} {a}")
+
+
+def test_masked_arrays_are_refused(kernel, dtype, rng, bits):
+    """A MaskedArray's mask would be ignored (every element updated): refused, nothing written."""
+    arrays = kernel.make(SHAPE, dtype, rng)
+    for a in kernel.arrays:
+        masked = dict(arrays)
+        masked[a] = np.ma.masked_array(arrays[a], mask=np.zeros(SHAPE, bool))
+        refused(bits, TypeError, rf"^{kernel.name}: {a} is a numpy.ma.MaskedArray",
+                kernel.fast, args_of(kernel, masked), kernel.hyper())
