@@ -23,11 +23,5 @@ CASES = [pytest.param(name, dtype, shape, impl,
 def test_layer(run_call, arrays_for, name, dtype, shape, impl):
     kernel = _bench.KERNELS[name]
     arrays = arrays_for(kernel, dtype, shape)
-    label = None
-    if impl == "lec6fast":
-        call = kernel.fast_call(arrays)
-    elif impl == "reference":
-        call = kernel.reference_call(arrays)
-    else:
-        label, call = kernel.torch_call(arrays)
+    label, call = kernel.call_of(impl, arrays)
     run_call(call, kernel=kernel, dtype=dtype, shape=shape, impl=impl, label=label)

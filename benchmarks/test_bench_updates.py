@@ -20,11 +20,5 @@ CASES = [pytest.param(name, dtype, n, impl, id=f"{name}-{dtype}-{_bench.size_lab
 def test_update(run_call, arrays_for, name, dtype, n, impl):
     kernel = _bench.KERNELS[name]
     arrays = arrays_for(kernel, dtype, (n,))
-    label = None
-    if impl == "lec6fast":
-        call = kernel.fast_call(arrays)
-    elif impl == "reference":
-        call = kernel.reference_call(arrays)
-    else:
-        label, call = kernel.torch_call(arrays)
+    label, call = kernel.call_of(impl, arrays)
     run_call(call, kernel=kernel, dtype=dtype, shape=(n,), impl=impl, label=label)

@@ -48,24 +48,21 @@ def _kernels(text):
     return names
 
 
-def _positive_int(text):
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return n
+def _positive(cast, what):
+    """An argparse type: cast(text) > 0, or a message naming what was expected."""
+    def parse(text):
+        try:
+            x = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not x > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return x
+    return parse
 
 
-def _positive_float(text):
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return x
+_positive_int = _positive(int, "an integer")
+_positive_float = _positive(float, "a number")
 
 
 def build_parser():

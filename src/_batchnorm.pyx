@@ -351,6 +351,21 @@ cdef inline Py_ssize_t _block_channels(floating* tag, Py_ssize_t S, Py_ssize_t C
     return max(1, min(k, min(<Py_ssize_t>BN_RUNS_MAX, C // 8)))
 
 
+cdef inline void _runs_out(const floating* xb, floating* ob, Py_ssize_t N, Py_ssize_t L,
+                           Py_ssize_t S, Py_ssize_t nc, const double* mean, const double* scale,
+                           const double* shift) noexcept nogil:
+    """out = (x - mean)*scale + shift over the nc channels of a unit, run by run."""
+    cdef Py_ssize_t n, i, j
+    cdef const floating* r
+    cdef floating* o
+    for n in range(N):
+        for i in range(nc):
+            r = xb + n * L + i * S
+            o = ob + n * L + i * S
+            for j in range(S):
+                o[j] = <floating>((r[j] - mean[i]) * scale[i] + shift[i])
+
+
 cdef void _fwd_train_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
     cdef Py_ssize_t S = p.S, L = p.F * p.S, k = _block_channels(x, p.S, p.F)
     cdef Py_ssize_t c0 = u * k, nc = min(k, p.F - c0), n, i, j
@@ -374,12 +389,7 @@ cdef void _fwd_train_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil
             _add_ssq(xb + n * L + i * S, S, mean[i], acc + i * BN_PARTS)
     for i in range(nc):
         scale[i] = _train_feature(x, p, c0 + i, mean[i], _fold(acc + i * BN_PARTS), &shift[i])
-    for n in range(p.N):
-        for i in range(nc):
-            r = xb + n * L + i * S
-            o = ob + n * L + i * S
-            for j in range(S):
-                o[j] = <floating>((r[j] - mean[i]) * scale[i] + shift[i])
+    _runs_out(xb, ob, p.N, L, S, nc, mean, scale, shift)
 
 
 cdef void _fwd_test_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
@@ -394,12 +404,7 @@ cdef void _fwd_test_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
     cdef floating* o
     for i in range(nc):
         scale[i] = _test_feature(x, p, c0 + i, &mean[i], &shift[i])
-    for n in range(p.N):
-        for i in range(nc):
-            r = xb + n * L + i * S
-            o = ob + n * L + i * S
-            for j in range(S):
-                o[j] = <floating>((r[j] - mean[i]) * scale[i] + shift[i])
+    _runs_out(xb, ob, p.N, L, S, nc, mean, scale, shift)
 
 
 cdef void _bwd_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
@@ -463,23 +468,25 @@ cdef enum Kind:
 
 cdef void _run(floating* x, Kind kind, const BN* p, bint split, int nt) noexcept nogil:
     """Run one call's kernel (see the two kernels above)."""
+    cdef void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil
     cdef Py_ssize_t k
     if _use_columns(x, p.S):
         k = _block_features(x, p.S)
         if kind == TRAIN:
-            _drive(_fwd_train_cols[floating], x, p, (p.F + k - 1) // k, split, nt)
+            unit = _fwd_train_cols[floating]
         elif kind == TEST:
-            _drive(_fwd_test_cols[floating], x, p, (p.F + k - 1) // k, split, nt)
+            unit = _fwd_test_cols[floating]
         else:
-            _drive(_bwd_cols[floating], x, p, (p.F + k - 1) // k, split, nt)
+            unit = _bwd_cols[floating]
     else:
         k = _block_channels(x, p.S, p.F)
         if kind == TRAIN:
-            _drive(_fwd_train_runs[floating], x, p, (p.F + k - 1) // k, split, nt)
+            unit = _fwd_train_runs[floating]
         elif kind == TEST:
-            _drive(_fwd_test_runs[floating], x, p, (p.F + k - 1) // k, split, nt)
+            unit = _fwd_test_runs[floating]
         else:
-            _drive(_bwd_runs[floating], x, p, (p.F + k - 1) // k, split, nt)
+            unit = _bwd_runs[floating]
+    _drive(unit, x, p, (p.F + k - 1) // k, split, nt)
 
 
 cdef int _launch(Kind kind, int typenum, BN* p, Py_ssize_t size) except -1:

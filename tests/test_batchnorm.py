@@ -60,11 +60,10 @@ def close_to(fast, ref, dtype, *, loose=False):
 
 # ---------------------------------------------------------------- against the reference
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("momentum, eps", [(0.9, 1e-5), (0.0, 1e-3), (0.5, 0.5), (0.999, 1e-12)])
-def test_train_matches_float64_reference(dtype, shape, momentum, eps):
-    x, gamma, beta, rm, rv, dout = make(shape, dtype)
+def check_train_against_reference(shape, dtype, momentum, eps, seed=0):
+    """Train-mode forward (out, running statistics) and backward against the reference run
+    in float64 on the same data."""
+    x, gamma, beta, rm, rv, dout = make(shape, dtype, seed=seed)
     x64, g64, b64, rm64, rv64, d64 = up(x, gamma, beta, rm, rv, dout)
     out, cache = lec6fast.batchnorm_forward(x, gamma, beta, running_mean=rm, running_var=rv,
                                             momentum=momentum, eps=eps)
@@ -75,6 +74,13 @@ def test_train_matches_float64_reference(dtype, shape, momentum, eps):
     close_to(rv, rv64, dtype)
     for fast, r in zip(lec6fast.batchnorm_backward(dout, cache), R.batchnorm_backward(d64, rcache)):
         close_to(fast, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("momentum, eps", [(0.9, 1e-5), (0.0, 1e-3), (0.5, 0.5), (0.999, 1e-12)])
+def test_train_matches_float64_reference(dtype, shape, momentum, eps):
+    check_train_against_reference(shape, dtype, momentum, eps)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -181,16 +187,7 @@ def test_no_features(dtype):
        dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1),
        momentum=st.floats(0.0, 0.999), eps=st.floats(1e-8, 1.0))
 def test_property_matches_float64_reference(dims, dtype, seed, momentum, eps):
-    x, gamma, beta, rm, rv, dout = make(dims, dtype, seed=seed)
-    x64, g64, b64, rm64, rv64, d64 = up(x, gamma, beta, rm, rv, dout)
-    out, cache = lec6fast.batchnorm_forward(x, gamma, beta, running_mean=rm, running_var=rv,
-                                            momentum=momentum, eps=eps)
-    ref, rcache = R.batchnorm_forward(x64, g64, b64, running_mean=rm64, running_var=rv64,
-                                      momentum=momentum, eps=eps)
-    close_to(out, ref, dtype)
-    close_to(rv, rv64, dtype)
-    for fast, r in zip(lec6fast.batchnorm_backward(dout, cache), R.batchnorm_backward(d64, rcache)):
-        close_to(fast, r, dtype)
+    check_train_against_reference(dims, dtype, momentum, eps, seed=seed)
 
 
 # ---------------------------------------------------------------- gradients and the cache
