@@ -5,8 +5,8 @@ p is the probability of KEEPING a unit, as in the lecture.  Train mode draws the
 applies it in the same pass that writes out, storing the mask as 1 bit per element.
 
 Random numbers: Philox4x32-10 (src/_philox.h), keyed on each call by the low 32 bits of four
-raw draws of the caller's numpy.random.Generator.  Element i uses one 32-bit word u_i of the Philox stream
-(counter = i's block) and is kept iff u_i < p * 2**32, i.e. with probability
+raw draws of the caller's numpy.random.Generator.  Element i uses one 32-bit word u_i of the
+Philox stream (counter = i's block) and is kept iff u_i < p * 2**32, i.e. with probability
 ceil(p * 2**32) / 2**32, within 2**-32 of p.  Because u_i depends only on (key, i), masks are
 the same for every thread count, SIMD level and dtype.
 """
@@ -251,7 +251,7 @@ def _philox4x32_10(counter, key):
 
 
 def _philox_group(group, key, nonce):
-    """Private: the 128 words of one group as the dropout kernel sees them, for the tests."""
+    """Private: the 256 words of one group as the dropout kernel sees them, for the tests."""
     cdef uint32_t u[LEC6_PHILOX_DRAWS]
     cdef uint32_t k[2]
     cdef uint32_t n[2]
