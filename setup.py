@@ -7,15 +7,14 @@ level the CPU supports, so a wheel never assumes more than the x86-64 baseline.
 
 Flags are portable and keep IEEE semantics: -O3 -fno-math-errno (lets sqrt vectorize)
 -ffp-contract=off (no FMA contraction, so every level and thread count gives the same
-bits).  Never -ffast-math or -march=native.  OpenMP is used when the compiler has it
-(set LEC6FAST_OPENMP=0 to build serial kernels).
+bits).  Never -ffast-math or -march=native.  The thread pool (src/_threads.h) is compiled
+into lec6fast._runtime only, with pthreads (Win32 threads on Windows); LEC6FAST_THREADS=0
+builds it without threads (every kernel serial), for platforms that have none.
 """
 
 import os
 import platform
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,51 +66,33 @@ def extensions():
     for family in FAMILIES:
         for level in levels():
             exts.append(Extension(f"lec6fast.{family}_{level}", simd_sources(family, level)))
+    headers = sorted(str(p) for pattern in ("*.h", "*.pxi") for p in Path(SRC).glob(pattern))
     for ext in exts:
+        ext.depends = headers           # rebuild when a shared header changes
         ext.include_dirs = [np.get_include(), SRC]
         ext.define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     return exts
-
-
-def compiler_accepts(compiler, flags, code="int main(void){return 0;}\n", link=True):
-    tmp = tempfile.mkdtemp()
-    try:
-        src = os.path.join(tmp, "probe.c")
-        with open(src, "w") as f:
-            f.write(code)
-        objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
-        if link:
-            compiler.link_executable(objs, os.path.join(tmp, "probe"), extra_postargs=flags)
-        return True
-    except Exception:
-        return False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-OPENMP_PROBE = """#include <omp.h>
-int main(void) { int n = 0;
-#pragma omp parallel reduction(+:n)
-  n += 1;
-  return n > 0 ? 0 : 1 + omp_get_max_threads(); }
-"""
 
 
 class BuildExt(build_ext):
     def build_extensions(self):
         msvc = self.compiler.compiler_type == "msvc"
         base = MSVC_FLAGS if msvc else UNIX_FLAGS
-        omp = [] if os.environ.get("LEC6FAST_OPENMP", "1") == "0" else (["/openmp"] if msvc else ["-fopenmp"])
-        if omp and not compiler_accepts(self.compiler, omp, OPENMP_PROBE):
-            print("lec6fast: the compiler has no OpenMP; building serial kernels", file=sys.stderr)
-            omp = []
+        serial = os.environ.get("LEC6FAST_THREADS", "1") == "0"
         for ext in self.extensions:
-            flags = list(base) + list(omp)
+            flags = list(base)
+            link = []
+            if ext.name == "lec6fast._runtime":     # the one module that holds the pool
+                if serial:
+                    flags.append("/DLEC6_NO_THREADS" if msvc else "-DLEC6_NO_THREADS")
+                elif not msvc:
+                    flags.append("-pthread")
+                    link.append("-pthread")
             for level in SIMD_LEVELS:       # (cythonize copies the Extensions: go by name)
                 if ext.name.endswith("_" + level):
                     flags += SIMD_LEVELS[level]
             ext.extra_compile_args = flags
-            ext.extra_link_args = [] if msvc else list(omp)
+            ext.extra_link_args = link
         super().build_extensions()
 
 

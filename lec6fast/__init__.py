@@ -28,7 +28,7 @@ from ._batchnorm_cache import BatchNormCache
 
 
 def show_config(file=None):
-    """Print the version, the SIMD level in use, OpenMP and the thread count."""
+    """Print the version, the SIMD level in use and the thread pool."""
     from ._config import config_lines
     print("\n".join(config_lines()), file=file)
 

@@ -10,7 +10,6 @@ from ._version import __version__
 
 
 def config():
-    omp = _runtime.openmp_version()
     return {
         "lec6fast": __version__,
         "python": sys.version.split()[0],
@@ -19,8 +18,10 @@ def config():
         "cpu_simd_levels": list(_runtime.cpu_simd_levels()),
         "built_simd_levels": list(_dispatch.available_levels()),
         "simd_level": _dispatch.level,
-        "openmp": omp,
+        "threads": "lec6fast pool" if _runtime.HAS_THREADS else "none (serial build)",
         "num_threads": _dispatch.get_num_threads(),
+        "max_threads": _dispatch.max_threads(),
+        "pool": _runtime.pool_stats(),
         "parallel_min_elements": parallel_thresholds(),
     }
 
@@ -39,12 +40,11 @@ def parallel_thresholds():
 def config_lines():
     c = config()
     sizes = [n for per_dtype in c["parallel_min_elements"].values() for n in per_dtype.values()]
-    omp = f"yes (_OPENMP {c['openmp']})" if c["openmp"] else "no (serial kernels)"
     return [
         f"lec6fast {c['lec6fast']}  (python {c['python']}, numpy {c['numpy']}, {c['machine']})",
         f"  SIMD level in use : {c['simd_level']}  (CPU supports {', '.join(c['cpu_simd_levels'])}; "
         f"this build has {', '.join(c['built_simd_levels'])})",
-        f"  OpenMP            : {omp}",
-        f"  threads           : {c['num_threads']}  (arrays are split from {min(sizes)} to "
-        f"{max(sizes)} elements on, by kernel and dtype)",
+        f"  threads           : {c['num_threads']} of at most {c['max_threads']}, {c['threads']}"
+        f"  (arrays are split from {min(sizes)} to {max(sizes)} elements on, by kernel and "
+        f"dtype; {c['pool']['workers']} worker threads started)",
     ]

@@ -1,4 +1,4 @@
-"""Pick the kernel build for this CPU, and keep the thread setting of every loaded kernel module.
+"""Pick the kernel build for this CPU, and hold the thread setting of the pool every kernel uses.
 
 setup.py compiles each kernel family once per SIMD level (lec6fast._updates is the baseline,
 lec6fast._updates_avx2 and lec6fast._updates_avx512 the wider ones).  At import the best level
@@ -6,18 +6,19 @@ that both the CPU supports and the wheel contains is chosen; LEC6FAST_SIMD=basel
 asks for a lower one (a level the CPU cannot run is never chosen).
 """
 
+import atexit
 import importlib
 import importlib.util
 import os
+import warnings
 
 from . import _runtime
 
 LEVELS = ("baseline", "avx2", "avx512")          # least to most capable
 FAMILIES = ("_updates", "_dropout", "_batchnorm")  # src/<family>.pyx, each built per level
-MAX_THREADS = 2**31 - 1                           # what the kernels' C int holds
+THREADS_PER_CORE = 4        # the cap: this many threads per core the process may use
 
 _loaded = {}                                      # (family, level) -> module
-_num_threads = None
 
 
 def _module_name(family, level):
@@ -44,23 +45,19 @@ def _chosen_level():
 
 
 def kernels(family, level):
-    """The kernel module of `family` built for `level` (imported once, threads set)."""
+    """The kernel module of `family` built for `level` (imported once)."""
     key = (family, level)
     mod = _loaded.get(key)
     if mod is None:
         if level not in _runtime.cpu_simd_levels():
             raise ImportError(f"this CPU cannot run the {level} kernels")
         mod = importlib.import_module(_module_name(family, level))
-        mod._set_num_threads(get_num_threads())
         _loaded[key] = mod
     return mod
 
 
-def default_num_threads():
-    """OMP_NUM_THREADS if set to a positive integer, else the cores this process may use."""
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+def cores():
+    """The cores this process may use."""
     if hasattr(os, "process_cpu_count"):
         n = os.process_cpu_count()
     elif hasattr(os, "sched_getaffinity"):
@@ -70,41 +67,51 @@ def default_num_threads():
     return max(1, n or 1)
 
 
+def max_threads():
+    """The most threads the kernels use: THREADS_PER_CORE per core this process may use (more
+    only fight over the cores), within the pool's ceiling; 1 in a build without threads."""
+    if not _runtime.HAS_THREADS:
+        return 1
+    return min(THREADS_PER_CORE * cores(), _runtime.MAX_THREADS)
+
+
+def default_num_threads():
+    """LEC6FAST_NUM_THREADS, else OMP_NUM_THREADS (its first entry), if set to a positive
+    integer; else the cores this process may use.  Capped at max_threads()."""
+    for var in ("LEC6FAST_NUM_THREADS", "OMP_NUM_THREADS"):
+        env = os.environ.get(var, "").split(",")[0].strip()
+        if env.isdigit() and int(env) > 0:
+            return min(int(env), max_threads())
+    return min(cores(), max_threads())
+
+
 def set_num_threads(n):
     """Use up to n threads (n >= 1) for arrays large enough to split.  Results are
-    bit-identical for every n.  Without OpenMP in the build the kernels stay serial."""
-    global _num_threads
+    bit-identical for every n.  A count above max_threads() is capped there, with a
+    RuntimeWarning; in a build without threads the kernels stay serial."""
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
     n = n.__index__()
-    if not 1 <= n <= MAX_THREADS:
-        raise ValueError(f"set_num_threads: n must be an integer in [1, {MAX_THREADS}], got {n!r}")
-    _num_threads = n
-    for mod in _loaded.values():
-        mod._set_num_threads(n)
-
-
-def _serial_after_fork():
-    # GNU libgomp's thread pool does not survive fork(): a child that enters a parallel region
-    # after its parent used one deadlocks (multiprocessing's default start method on Linux,
-    # DataLoader workers).  A forked child therefore runs the kernels on one thread; it can
-    # call set_num_threads() again if it knows its OpenMP runtime copes.
-    global _num_threads
-    _num_threads = 1
-    for mod in _loaded.values():
-        mod._set_num_threads(1)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_serial_after_fork)
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
+    cap = max_threads()
+    if n > cap:
+        if _runtime.HAS_THREADS:
+            warnings.warn(f"set_num_threads({n}): using {cap} threads, the most lec6fast uses "
+                          f"here ({THREADS_PER_CORE} per core this process may use, "
+                          f"{cores()} cores)", RuntimeWarning, stacklevel=2)
+        n = cap
+    _runtime.set_threads(n)
 
 
 def get_num_threads():
-    """The number of threads large updates are split across (1 if the build is serial)."""
-    global _num_threads
-    if _num_threads is None:
-        _num_threads = default_num_threads()
-    return _num_threads if _runtime.openmp_version() else 1
+    """The number of threads large calls are split across (1 if the build has no threads)."""
+    return _runtime.get_threads()
 
+
+# Join the workers before the interpreter goes away (a forked child re-creates its own pool on
+# its first large call: see src/_threads.h).
+atexit.register(_runtime.shutdown)
+_runtime.set_threads(default_num_threads())
 
 level = _chosen_level()

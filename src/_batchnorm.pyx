@@ -446,18 +446,36 @@ cdef void _bwd_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
 
 # ---------------------------------------------------------------- the driver
 
+ctypedef struct Units:
+    void* unit          # void (*)(floating*, const BN*, Py_ssize_t), for x's dtype
+    char* x
+    const BN* p
+
+
+cdef void _unit32(void* ctx, int64_t u) noexcept nogil:
+    cdef Units* w = <Units*>ctx
+    (<void (*)(float*, const BN*, Py_ssize_t) noexcept nogil>w.unit)(<float*>w.x, w.p, u)
+
+
+cdef void _unit64(void* ctx, int64_t u) noexcept nogil:
+    cdef Units* w = <Units*>ctx
+    (<void (*)(double*, const BN*, Py_ssize_t) noexcept nogil>w.unit)(<double*>w.x, w.p, u)
+
+
 cdef void _drive(void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil, floating* x,
-                 const BN* p, Py_ssize_t units, bint split, int nt) noexcept nogil:
-    """Run units [0, units) serially, or (split) statically across nt threads."""
+                 const BN* p, Py_ssize_t units, bint split) noexcept nogil:
+    """Run units [0, units) serially, or (split) as the chunks of a job on the pool."""
     cdef Py_ssize_t u
-    if nt > units:
-        nt = <int>units
-    if nt <= 1 or not split:
+    cdef int nt = num_threads()
+    cdef Units w
+    if nt <= 1 or units <= 1 or not split:
         for u in range(units):
             unit(x, p, u)
-    else:
-        for u in prange(units, num_threads=nt, schedule="static"):
-            unit(x, p, u)
+        return
+    w.unit = <void*>unit
+    w.x = <char*>x
+    w.p = p
+    _pool.run(_unit32 if floating is float else _unit64, &w, units, nt)
 
 
 cdef enum Kind:
@@ -466,7 +484,7 @@ cdef enum Kind:
     BACKWARD
 
 
-cdef void _run(floating* x, Kind kind, const BN* p, bint split, int nt) noexcept nogil:
+cdef void _run(floating* x, Kind kind, const BN* p, bint split) noexcept nogil:
     """Run one call's kernel (see the two kernels above)."""
     cdef void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil
     cdef Py_ssize_t k
@@ -486,19 +504,18 @@ cdef void _run(floating* x, Kind kind, const BN* p, bint split, int nt) noexcept
             unit = _fwd_test_runs[floating]
         else:
             unit = _bwd_runs[floating]
-    _drive(unit, x, p, (p.F + k - 1) // k, split, nt)
+    _drive(unit, x, p, (p.F + k - 1) // k, split)
 
 
 cdef int _launch(Kind kind, int typenum, BN* p, Py_ssize_t size) except -1:
-    cdef int nt = _num_threads
     cdef bint split = size >= parallel_min(typenum, PAR_BN, PAR_BN)
     if size == 0:
         return 0        # nothing to read or write (and S may be 0)
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            _run(<float*>p.x, kind, p, split, nt)
+            _run(<float*>p.x, kind, p, split)
         else:
-            _run(<double*>p.x, kind, p, split, nt)
+            _run(<double*>p.x, kind, p, split)
     return 0
 
 

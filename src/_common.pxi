@@ -1,31 +1,33 @@
 # Shared by every kernel family (textually included): the array contract, hyperparameter
-# parsing, the thread setting and the serial/OpenMP driver.  Nothing here writes to a user
+# parsing and the driver that runs a kernel serially or on the thread pool (src/_threads.h).  Nothing here writes to a user
 # array; the kernels are the only writers, and they run only after every check has passed.
 
 cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.math cimport isfinite
 from libc.string cimport memcmp
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, int64_t
 from cython cimport floating
-from cython.parallel cimport prange
 from numbers import Real as _Real, Integral as _Integral
 import numpy as _np
 from numpy.ma import MaskedArray as _MaskedArray
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #define LEC6_HAVE_OPENMP 1
-    #else
-    #define LEC6_HAVE_OPENMP 0
-    #endif
-    """
-    const int LEC6_HAVE_OPENMP
+cdef extern from "_threads.h" nogil:
+    ctypedef void (*lec6_chunk_fn)(void* ctx, int64_t chunk) noexcept nogil
+    ctypedef struct lec6_pool:
+        int (*run)(lec6_chunk_fn fn, void* ctx, int64_t nchunks, int threads) noexcept nogil
+        int (*num_threads)() noexcept nogil
+    enum: LEC6_MAX_CHUNKS
+
+from lec6fast import _runtime
+# The process's one pool, in lec6fast._runtime (every kernel module of every SIMD level uses it).
+cdef const lec6_pool* _pool = <const lec6_pool*>PyCapsule_GetPointer(_runtime.POOL,
+                                                                      "lec6fast._runtime.POOL")
 
 
 # ---------------------------------------------------------------- the array contract
@@ -197,11 +199,15 @@ cdef int flag(str fn, str name, object value) except -1:
 # ---------------------------------------------------------------- threads and the driver
 
 # Each kernel has its own (float32, float64) element count from which its arrays are split
-# across the threads: below it, forking the OpenMP team costs more than it saves.  The
-# values were measured on the 2-core development machine (see the closing notes of the
-# core issue); a cheap kernel (sgd_) needs 64K float32 elements, adam_ 16K.
+# across the threads: below it, the job's bookkeeping costs more than a second thread saves
+# (and no thread is woken at all).  The values were measured on the 2-core development
+# machine; a cheap kernel (sgd_) needs 64K float32 elements, adam_ 16K.
 cdef Py_ssize_t _forced_parallel_min = 0     # tests: > 0 overrides every kernel's threshold
-cdef int _num_threads = 1
+cdef Py_ssize_t _forced_chunk = 0            # tests: > 0 overrides the chunk size (elements)
+
+cdef enum:
+    CHUNK_BYTES = 16384     # of the first array per chunk: a few microseconds of work
+    CHUNK_ALIGN = 256       # a multiple of src/_philox.h's LEC6_PHILOX_DRAWS
 
 
 cdef inline Py_ssize_t parallel_min(int typenum, Py_ssize_t min32, Py_ssize_t min64) noexcept nogil:
@@ -210,18 +216,13 @@ cdef inline Py_ssize_t parallel_min(int typenum, Py_ssize_t min32, Py_ssize_t mi
     return min32 if typenum == cnp.NPY_FLOAT32 else min64
 
 
-def _set_num_threads(int n):
-    global _num_threads
-    _num_threads = n if LEC6_HAVE_OPENMP else 1
-
-
-def _get_num_threads():
-    return _num_threads
+cdef inline int num_threads() noexcept nogil:
+    return _pool.num_threads()
 
 
 def _set_parallel_min(Py_ssize_t n):
-    """Private, for the tests: from n >= 1 elements every kernel of this module takes the
-    OpenMP path (so small arrays can exercise it); n = 0 restores the measured thresholds."""
+    """Private, for the tests: from n >= 1 elements every kernel of this module runs on the
+    pool (so small arrays can exercise it); n = 0 restores the measured thresholds."""
     global _forced_parallel_min
     _forced_parallel_min = max(n, 0)
 
@@ -236,6 +237,13 @@ def _get_parallel_min(name=None, dtype=None):
                         min32, min64)
 
 
+def _set_chunk(Py_ssize_t n):
+    """Private, for the tests: element-wise chunks of n elements (rounded up to a multiple of
+    256); n = 0 restores CHUNK_BYTES."""
+    global _forced_chunk
+    _forced_chunk = max(n, 0)
+
+
 ctypedef struct Step:
     char* a[6]          # data pointers of the call's arrays, in signature order (a[0] is x)
     double h[8]         # derived hyperparameters in double; each kernel rounds them to its dtype
@@ -246,30 +254,52 @@ ctypedef void (*kernel32)(float*, const Step*, Py_ssize_t, Py_ssize_t) noexcept 
 ctypedef void (*kernel64)(double*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil
 
 
-cdef enum:
-    CHUNK_ALIGN = 256   # a multiple of src/_philox.h's LEC6_PHILOX_DRAWS
+cdef inline Py_ssize_t chunk_size(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    # CHUNK_BYTES of the first array, a multiple of 256 elements: dropout's chunks then start on
+    # a whole group of random draws and a whole mask byte (a byte written by two threads would
+    # be a race), and each chunk's vector loop starts on whole vectors.  The chunks depend on n
+    # only, never on the thread count.  (A chunk's end may share a cache line with the next
+    # chunk's start, NumPy aligning data to 16 bytes: false sharing on one line, not a race.)
+    cdef Py_ssize_t c = _forced_chunk if _forced_chunk > 0 else CHUNK_BYTES // itemsize
+    if (n + c - 1) // c > LEC6_MAX_CHUNKS:
+        c = (n + LEC6_MAX_CHUNKS - 1) // LEC6_MAX_CHUNKS
+    return (c + CHUNK_ALIGN - 1) & ~(<Py_ssize_t>CHUNK_ALIGN - 1)
 
-cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int nt) noexcept nogil:
-    # Equal chunks rounded up to 256 elements: dropout's chunks then start on a whole group of
-    # random draws and a whole mask byte (a byte written by two threads would be a race), and
-    # each thread's vector loop starts on whole vectors.  (Chunk ends may share a cache line
-    # with the next chunk's start, NumPy aligning data to 16 bytes: false sharing on one line
-    # per thread, not a race.)
-    return ((n + nt - 1) // nt + CHUNK_ALIGN - 1) & ~(<Py_ssize_t>CHUNK_ALIGN - 1)
+
+ctypedef struct Elementwise:
+    void* kernel        # a kernel32 or kernel64
+    char* x
+    const Step* s
+    Py_ssize_t n, chunk
+
+
+cdef void _chunk32(void* ctx, int64_t c) noexcept nogil:
+    cdef Elementwise* e = <Elementwise*>ctx
+    cdef Py_ssize_t lo = c * e.chunk
+    (<kernel32>e.kernel)(<float*>e.x, e.s, lo, min(e.n, lo + e.chunk))
+
+
+cdef void _chunk64(void* ctx, int64_t c) noexcept nogil:
+    cdef Elementwise* e = <Elementwise*>ctx
+    cdef Py_ssize_t lo = c * e.chunk
+    (<kernel64>e.kernel)(<double*>e.x, e.s, lo, min(e.n, lo + e.chunk))
 
 
 cdef void run(void (*kernel)(floating*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil,
-              floating* x, const Step* s, Py_ssize_t n, int nt, Py_ssize_t par_min) noexcept nogil:
-    """Apply an element-wise kernel to [0, n): serially below par_min elements, else split
-    in nt static chunks."""
-    cdef Py_ssize_t c, per
+              floating* x, const Step* s, Py_ssize_t n, Py_ssize_t par_min) noexcept nogil:
+    """Apply an element-wise kernel to [0, n): serially below par_min elements, else in chunks
+    on the pool."""
+    cdef int nt = num_threads()
+    cdef Elementwise e
     if nt <= 1 or n < par_min:
         kernel(x, s, 0, n)
         return
-    per = chunk_size(n, nt)
-    nt = <int>((n + per - 1) // per)
-    for c in prange(nt, num_threads=nt, schedule="static"):
-        kernel(x, s, c * per, min(n, (c + 1) * per))
+    e.kernel = <void*>kernel
+    e.x = <char*>x
+    e.s = s
+    e.n = n
+    e.chunk = chunk_size(n, sizeof(floating))
+    _pool.run(_chunk32 if floating is float else _chunk64, &e, (n + e.chunk - 1) // e.chunk, nt)
 
 
 cdef int launch(kernel32 k32, kernel64 k64, int typenum, PyObject** objs, int n, Step* s,
@@ -279,12 +309,11 @@ cdef int launch(kernel32 k32, kernel64 k64, int typenum, PyObject** objs, int n,
     cdef int i
     cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>objs[0])
     cdef Py_ssize_t par_min = parallel_min(typenum, min32, min64)
-    cdef int nt = _num_threads
     for i in range(n):
         s.a[i] = cnp.PyArray_BYTES(<cnp.ndarray>objs[i])
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            run(k32, <float*>s.a[0], s, size, nt, par_min)
+            run(k32, <float*>s.a[0], s, size, par_min)
         else:
-            run(k64, <double*>s.a[0], s, size, nt, par_min)
+            run(k64, <double*>s.a[0], s, size, par_min)
     return 0

@@ -1,7 +1,12 @@
-"""What this CPU and this build offer the kernel modules: SIMD levels and OpenMP.
+"""What this CPU and this build offer the kernel modules: SIMD levels and the thread pool.
 
-Compiled once, with baseline flags, so it imports on every CPU the wheel supports.
+Compiled once, with baseline flags, so it imports on every CPU the wheel supports.  The pool
+(src/_threads.h) lives here only, so the process has one; every kernel module runs its jobs
+through the table that POOL, a capsule, points to.
 """
+
+from libc.stdint cimport int64_t
+from cpython.pycapsule cimport PyCapsule_New
 
 cdef extern from *:
     """
@@ -21,19 +26,26 @@ cdef extern from *:
     static int lec6_cpu_avx2(void) { return 0; }
     static int lec6_cpu_avx512(void) { return 0; }
     #endif
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int lec6_openmp(void) { return _OPENMP; }
-    static int lec6_omp_procs(void) { return omp_get_num_procs(); }
-    #else
-    static int lec6_openmp(void) { return 0; }
-    static int lec6_omp_procs(void) { return 1; }
-    #endif
+    #define LEC6_THREADS_IMPLEMENTATION
+    #include "_threads.h"
     """
     int lec6_cpu_avx2() nogil
     int lec6_cpu_avx512() nogil
-    int lec6_openmp() nogil
-    int lec6_omp_procs() nogil
+    ctypedef struct lec6_pool:
+        pass
+    const lec6_pool lec6_pool_table
+    enum: LEC6_MAX_THREADS
+    void lec6_pool_init(int threads)
+    int lec6_pool_threads()
+    void lec6_pool_set_threads(int threads) nogil
+    void lec6_pool_shutdown() nogil
+    int lec6_pool_workers()
+    int lec6_pool_has_threads()
+    int64_t lec6_pool_stat_jobs "LEC6_LOAD(&lec6_p.stats_jobs.v)"
+    int64_t lec6_pool_stat_worker_chunks "LEC6_LOAD(&lec6_p.stats_chunks_by_workers.v)"
+    void lec6_pool_set_hold "LEC6_STORE_HOLD"(int hold)
+    long long lec6_spin_ns "lec6_p.spin_ns"
+    int lec6_flush_denormals(int on)
 
 
 def cpu_simd_levels():
@@ -46,10 +58,58 @@ def cpu_simd_levels():
     return tuple(levels)
 
 
-def openmp_version():
-    """The _OPENMP date macro this build was compiled with (e.g. 201511), or 0 if serial."""
-    return lec6_openmp()
+# ---------------------------------------------------------------- the thread pool
+
+MAX_THREADS = LEC6_MAX_THREADS              # the pool's ceiling, whatever the machine
+HAS_THREADS = bool(lec6_pool_has_threads())  # False: a build for a platform without threads
+
+lec6_pool_init(1)
+POOL = PyCapsule_New(<void*>&lec6_pool_table, "lec6fast._runtime.POOL", NULL)
 
 
-def omp_num_procs():
-    return lec6_omp_procs()
+def set_threads(int n):
+    """Threads every kernel uses (1..MAX_THREADS, checked by lec6fast._dispatch); workers
+    beyond n exit now, missing ones start on the next large call."""
+    with nogil:
+        lec6_pool_set_threads(n)
+
+
+def get_threads():
+    return lec6_pool_threads()
+
+
+def shutdown():
+    """Join the workers (at interpreter exit); later calls run serially."""
+    with nogil:
+        lec6_pool_shutdown()
+
+
+def pool_stats():
+    """{'workers': alive, 'jobs': jobs run on several threads, 'worker_chunks': chunks the
+    workers ran}: for the tests and `lec6fast config`."""
+    return {"workers": lec6_pool_workers(), "jobs": lec6_pool_stat_jobs,
+            "worker_chunks": lec6_pool_stat_worker_chunks}
+
+
+def _hold_workers(bint hold):
+    """Tests only: while held, the workers take no chunk (as if they could not get a core);
+    every job must still complete, on its caller."""
+    lec6_pool_set_hold(hold)
+
+
+def _flush_denormals(bint on):
+    """Tests only: set (or clear) flush-to-zero and denormals-are-zero on the calling thread,
+    as torch.set_flush_denormal does.  Returns the previous setting, or None where this CPU
+    has no such mode here."""
+    cdef int was = lec6_flush_denormals(on)
+    return None if was < 0 else bool(was)
+
+
+def _set_spin_us(double us):
+    """Benchmarks only: how long an idle worker spins before it sleeps."""
+    global lec6_spin_ns
+    lec6_spin_ns = <long long>(us * 1000)
+
+
+def _get_spin_us():
+    return lec6_spin_ns / 1000.0

@@ -269,7 +269,7 @@ def kernels_module():
 
 @pytest.fixture
 def parallel_min():
-    """Set the OpenMP threshold of every loaded kernel module; restored afterwards."""
+    """Set the threading threshold of every loaded kernel module; restored afterwards."""
     from lec6fast import _dispatch
     mods = [_dispatch.kernels("_updates", lv) for lv in _dispatch.available_levels()]
     saved = [m._get_parallel_min() for m in mods]

@@ -434,10 +434,10 @@ def _same_bits(a, b):
 def test_same_bits_for_every_thread_count(dtype, shape):
     saved_threads, saved_min = lec6fast.get_num_threads(), FAST._get_parallel_min()
     try:
-        FAST._set_parallel_min(1)           # small arrays through the OpenMP path too
+        FAST._set_parallel_min(1)           # small arrays through the pool too
         lec6fast.set_num_threads(1)
         serial = _run_all(FAST, shape, dtype)
-        for n in (2, 3):
+        for n in (2, 3, 4):
             lec6fast.set_num_threads(n)
             _same_bits(_run_all(FAST, shape, dtype), serial)
     finally:

@@ -221,19 +221,23 @@ def test_same_bits_on_every_level_and_thread_count(dtype):
     x = data(200_003, dtype)
     dout = data(200_003, dtype, seed=1)
     results = set()
+    saved_threads = lec6fast.get_num_threads()
     for level in LEVELS:
         mod = _dispatch.kernels("_dropout", level)
         saved = mod._get_parallel_min()
         try:
-            for threads, par_min in [(1, saved), (2, saved), (2, 1), (3, 1)]:
-                mod._set_num_threads(threads)
+            for threads, par_min, chunk in [(1, saved, 0), (2, saved, 0), (2, 1, 0), (3, 1, 0),
+                                            (4, 1, 0), (2, 1, 256), (3, 1, 768), (4, 1, 65536)]:
+                lec6fast.set_num_threads(threads)
                 mod._set_parallel_min(par_min)
+                mod._set_chunk(chunk)
                 out, mask = mod.dropout_forward(x, p=0.7, rng=6)
                 dx = mod.dropout_backward(dout, mask)
                 results.add((out.tobytes(), mask.bits.tobytes(), dx.tobytes()))
         finally:
             mod._set_parallel_min(saved)
-            mod._set_num_threads(lec6fast.get_num_threads())
+            mod._set_chunk(0)
+            lec6fast.set_num_threads(saved_threads)
     assert len(results) == 1
 
 

@@ -15,7 +15,7 @@ import pytest
 import lec6fast
 from lec6fast import _dispatch, _runtime
 
-OPENMP = bool(_runtime.openmp_version())
+THREADS = _runtime.HAS_THREADS          # False in a build without threads
 
 
 def data(kernel, shape, dtype, seed, steps=3):
@@ -41,12 +41,11 @@ def run(kernel, fn, shape, dtype, seed=0, steps=3):
 # ---------------------------------------------------------------- thread setting
 
 def test_set_and_get_num_threads(num_threads):
-    mods = [_dispatch.kernels("_updates", lv) for lv in _dispatch.available_levels()]
-    for n in (1, 2, np.int64(3), 1):
+    for n in (1, 2, np.int64(3), 4, 1):
         assert num_threads(n) is None
-        expected = int(n) if OPENMP else 1
+        expected = int(n) if THREADS else 1
         assert lec6fast.get_num_threads() == expected
-        assert all(m._get_num_threads() == expected for m in mods)
+        assert _runtime.get_threads() == expected
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, 2.0, "2", None, True, np.float64(2.0)],
@@ -59,17 +58,8 @@ def test_set_num_threads_refuses_bad_values(num_threads, bad):
 
 
 SHOW_THREADS = ("import json, lec6fast\n"
-                "from lec6fast import _dispatch\n"
-                "mod = _dispatch.kernels('_updates', _dispatch.level)\n"
-                "print(json.dumps([lec6fast.get_num_threads(), mod._get_num_threads()]))\n")
-
-
-def test_set_num_threads_refuses_counts_a_c_int_cannot_hold(num_threads):
-    num_threads(2)
-    before = lec6fast.get_num_threads()
-    with pytest.raises(ValueError, match=r"^set_num_threads: n must be an integer in \[1, "):
-        lec6fast.set_num_threads(2**40)
-    assert lec6fast.get_num_threads() == before
+                "from lec6fast import _runtime\n"
+                "print(json.dumps([lec6fast.get_num_threads(), _runtime.get_threads()]))\n")
 
 
 FORKED_CHILD = """
@@ -83,11 +73,16 @@ x = np.ones(1_000_000, np.float32)
 lec6fast.sgd_(x, np.ones_like(x), lr=0.5)        # the parent's OpenMP team has run
 
 def child(q):
+    from lec6fast import _runtime
     y, g = np.linspace(-1, 1, 1_000_000, dtype=np.float32), np.full(1_000_000, 0.25, np.float32)
     want = y.copy()
     lec6fast.sgd_(y, g, lr=0.5)
     reference.sgd_(want, g, lr=0.5)
-    q.put((y.tobytes() == want.tobytes(), lec6fast.get_num_threads()))
+    lec6fast.set_num_threads(2)                  # threads again, in the child
+    lec6fast.sgd_(y, g, lr=0.5)
+    reference.sgd_(want, g, lr=0.5)
+    q.put((y.tobytes() == want.tobytes(), lec6fast.get_num_threads(),
+           _runtime.pool_stats()["workers"] >= (1 if _runtime.HAS_THREADS else 0)))
 
 ctx = mp.get_context("fork")
 q = ctx.Queue()
@@ -101,22 +96,35 @@ lec6fast.sgd_(x, np.ones_like(x), lr=0.5)        # and the parent still runs on 
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
-def test_a_forked_child_runs_its_kernels(run_python):
-    """libgomp's thread pool does not survive fork(): a child must not enter the parent's
-    team (it would deadlock); lec6fast makes a forked child serial."""
+def test_a_forked_child_runs_its_kernels_on_threads_again(run_python):
+    """The child of a process whose pool has run has none of its workers: it keeps the
+    thread setting, starts its own workers on its first large call and never hangs."""
     out = run_python(FORKED_CHILD)
-    assert out.stdout.strip().splitlines()[-1] == "ok (True, 1)"
+    assert out.stdout.strip().splitlines()[-1] == f"ok (True, {2 if THREADS else 1}, True)"
 
 
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@pytest.mark.parametrize("var", ["OMP_NUM_THREADS", "LEC6FAST_NUM_THREADS"])
 @pytest.mark.parametrize("env, expected", [("1", 1), ("3", 3), ("2,1", 2), (None, "cores"),
-                                           ("", "cores"), ("abc", "cores"), ("0", "cores")])
-def test_default_thread_count_honours_omp_num_threads(run_python, env, expected):
+                                           ("", "cores"), ("abc", "cores"), ("0", "cores"),
+                                           ("100000", "cap")])
+def test_default_thread_count_from_the_environment(run_python, var, env, expected):
     if expected == "cores":
-        expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not OPENMP:
+        expected = _cores()
+    elif expected == "cap":
+        expected = _dispatch.max_threads()
+    if not THREADS:
         expected = 1
-    out = run_python(SHOW_THREADS, env=None if env is None else {"OMP_NUM_THREADS": env})
+    out = run_python(SHOW_THREADS, env=None if env is None else {var: env})
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [expected, expected]
+
+
+def test_lec6fast_num_threads_wins_over_omp_num_threads(run_python):
+    out = run_python(SHOW_THREADS, env={"OMP_NUM_THREADS": "3", "LEC6FAST_NUM_THREADS": "1"})
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [1, 1]
 
 
 # ---------------------------------------------------------------- thread-count invariance
@@ -125,11 +133,11 @@ def test_thread_count_invariance_large(kernel, dtype, kernels_module, num_thread
     """Arrays big enough to be split: 1, 2 and 3 threads give the same bits as the reference."""
     n = 3 * kernels_module._get_parallel_min(kernel.name, dtype) + 17
     results = {}
-    for threads in (1, 2, 3):
+    for threads in (1, 2, 3, 4):
         num_threads(threads)
         results[threads] = run(kernel, kernel.fast, (n,), dtype)
     ref = run(kernel, kernel.ref, (n,), dtype)
-    for threads in (2, 3):
+    for threads in (2, 3, 4):
         for a in kernel.arrays:
             np.testing.assert_array_equal(results[threads][a].view(np.uint8),
                                           results[1][a].view(np.uint8),
@@ -140,22 +148,25 @@ def test_thread_count_invariance_large(kernel, dtype, kernels_module, num_thread
 
 
 def test_thread_count_invariance_small_arrays_forced_parallel(kernel, dtype, bits, num_threads,
-                                                              parallel_min):
-    """With the threshold at 1 element, tiny and odd-sized arrays take the OpenMP path
-    (chunks are multiples of 64 elements, so some threads get nothing) and must still match."""
-    # One, two and three chunks, with and without partial vectors; few calls, because on a
-    # busy 2-core machine every OpenMP region can cost a scheduler time slice.
+                                                              parallel_min, kernels_module):
+    """With the threshold at 1 element and chunks of 256 elements, tiny and odd-sized arrays
+    run on the pool (one, two, several chunks, so some threads get nothing) and must match."""
     lengths = (1, 2, 7, 31, 63, 64, 65, 100, 127, 128, 129, 191, 192, 193, 257)
     shapes = [(n,) for n in lengths] + [(), (3, 5, 7), (2, 1, 4), (0,)]
     num_threads(1)
     serial = {s: run(kernel, kernel.fast, s, dtype, seed=7, steps=2) for s in shapes}
     parallel_min(1)
-    for threads in (2, 3):
-        num_threads(threads)
-        for s in shapes:
-            got = run(kernel, kernel.fast, s, dtype, seed=7, steps=2)
-            for a in kernel.arrays:
-                bits.assert_equal(got[a], serial[s][a], f"{kernel.name} {s} {threads} threads {a}")
+    try:
+        for threads, chunk in ((2, 0), (2, 256), (3, 256), (4, 256), (4, 512)):
+            num_threads(threads)
+            kernels_module._set_chunk(chunk)
+            for s in shapes:
+                got = run(kernel, kernel.fast, s, dtype, seed=7, steps=2)
+                for a in kernel.arrays:
+                    bits.assert_equal(got[a], serial[s][a],
+                                      f"{kernel.name} {s} {threads} threads, chunk {chunk}: {a}")
+    finally:
+        kernels_module._set_chunk(0)
 
 
 def test_parallel_min_fixture_restores(kernels_module, parallel_min):
@@ -236,7 +247,7 @@ def test_two_python_threads_concurrently_match_serial(kernel_table, num_threads)
     """Two threads each run every kernel for 3 steps on their own arrays, at the same time;
     the results are exactly those of running the same work serially."""
     num_threads(2)
-    n = 200_003                                   # above the OpenMP threshold
+    n = 200_003                                   # above the threading threshold
     jobs = {(seed, k.name, dt): data(k, (n,), dt, seed)
             for seed in (1, 2) for k in kernel_table.values() for dt in (np.float32, np.float64)}
 
@@ -335,12 +346,12 @@ def test_show_config(capsys, num_threads):
     text = capsys.readouterr().out
     assert lec6fast.__version__ in text
     assert _dispatch.level in text
-    assert re.search(r"OpenMP\s*:\s*" + ("yes" if OPENMP else "no"), text), text
-    assert re.search(r"threads\s*:\s*1\b", text), text
+    assert re.search(r"threads\s*:\s*1 of at most \d+, " + ("lec6fast pool" if THREADS else "none"),
+                     text), text
     num_threads(2)
     buf = io.StringIO()
     lec6fast.show_config(file=buf)
-    assert re.search(rf"threads\s*:\s*{2 if OPENMP else 1}\b", buf.getvalue()), buf.getvalue()
+    assert re.search(rf"threads\s*:\s*{2 if THREADS else 1}\b", buf.getvalue()), buf.getvalue()
     assert capsys.readouterr().out == ""
 
 
@@ -352,13 +363,14 @@ def test_config_dict(num_threads):
     assert c["simd_level"] == _dispatch.level
     assert c["built_simd_levels"] == list(_dispatch.available_levels())
     assert c["num_threads"] == 1
-    assert c["openmp"] == _runtime.openmp_version()
+    assert c["max_threads"] == _dispatch.max_threads()
+    assert set(c["pool"]) == {"workers", "jobs", "worker_chunks"}
 
 
 # ---------------------------------------------------------------- PyTorch in the same process
 
 TORCH_FIRST = """
-import torch                                    # torch and its own OpenMP runtime load first
+import torch                                    # torch and its OpenMP runtime load first
 import math
 import numpy as np
 import lec6fast
@@ -368,7 +380,7 @@ torch.set_num_threads(2)
 a = torch.randn(4_000_000)
 s1 = float((a * 2).sum())                       # torch's thread pool has run
 lec6fast.set_num_threads(2)
-assert lec6fast.get_num_threads() == (2 if lec6fast._runtime.openmp_version() else 1)
+assert lec6fast.get_num_threads() == (2 if lec6fast._runtime.HAS_THREADS else 1)
 rng = np.random.default_rng(5)
 n = 3_000_001
 for dt in (np.float32, np.float64):

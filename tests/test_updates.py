@@ -71,8 +71,8 @@ def test_shapes(kernel, dtype, rng, close, shape):
 
 @pytest.mark.parametrize("offset", THRESHOLD_OFFSETS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_around_openmp_threshold(kernel, dtype, rng, close, kernels_module, num_threads,
-                                 offset, threads):
+def test_around_threading_threshold(kernel, dtype, rng, close, kernels_module, num_threads,
+                                  offset, threads):
     num_threads(threads)
     n = kernels_module._get_parallel_min(kernel.name, dtype) + offset
     fast, ref = run_both(kernel, (n,), dtype, rng, steps=2, **hyper_without_t(kernel))
@@ -139,7 +139,7 @@ def test_adam_huge_step_number(dtype, rng, kernel_table, bits):
 # ---------------------------------------------------------------- bit for bit
 
 def test_bitwise_equal_to_reference(kernel, dtype, rng, bits, kernels_module):
-    """Typical inputs, every SIMD tail length, both sides of the OpenMP threshold, a large
+    """Typical inputs, every SIMD tail length, both sides of the threading threshold, a large
     array and every edge hyperparameter set: exactly the reference's bits."""
     p = kernels_module._get_parallel_min(kernel.name, dtype)
     cases = [((n,), {}) for n in range(0, 71)]
