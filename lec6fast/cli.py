@@ -10,7 +10,7 @@ import sys
 import time
 
 import lec6fast
-from . import _bench
+from . import _bench, _config, _contention
 
 
 def _size(text):
@@ -65,6 +65,20 @@ _positive_int = _positive(int, "an integer")
 _positive_float = _positive(float, "a number")
 
 
+SECTIONS = ("kernels", "contention")
+
+
+def _choices(allowed):
+    def parse(text):
+        picked = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in picked if t not in allowed]
+        if bad or not picked:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+        return picked
+    return parse
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="lec6fast", description="Fused in-place Cython kernels of CS231n lecture 6.")
@@ -98,6 +112,16 @@ def build_parser():
     b.add_argument("--batch-time", type=_positive_float, default=2e-3, metavar="SECONDS",
                    help="shortest timed batch; fast calls are repeated to fill it (default: 0.002)")
     b.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    b.add_argument("--sections", type=_choices(SECTIONS), default=list(SECTIONS), metavar="S,S",
+                   help="kernels (each kernel against its reference, torch and the bandwidth "
+                        "probes) and/or contention (1 thread against the default thread count "
+                        "where users run: after a NumPy matmul, next to a busy process, idle, "
+                        "with torch's pool in the process, a whole MLP training step); "
+                        "default: both")
+    b.add_argument("--scenarios", type=_choices(_contention.SCENARIOS),
+                   default=list(_contention.SCENARIOS), metavar="S,S,...",
+                   help=f"contention scenarios, a subset of {','.join(_contention.SCENARIOS)} "
+                        "(default: all; their sizes are fixed, see lec6fast/_contention.py)")
     b.add_argument("--json", action="store_true",
                    help="print the results as JSON on stdout instead of the table")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -155,16 +179,48 @@ def bench(args):
     if not args.json:
         print("\n".join(_header(args, torch_note)), file=out, flush=True)
     t0 = time.perf_counter()
-    result = _bench.run(args.kernels, dtypes, args.sizes, use_torch=not args.no_torch,
-                        repeat=args.repeat, min_repeat=args.min_repeat, batch_time=args.batch_time,
-                        budget=args.budget, progress=None if args.quiet else Progress())
+    progress = None if args.quiet else Progress()
+    if "kernels" in args.sections:
+        result = _bench.run(args.kernels, dtypes, args.sizes, use_torch=not args.no_torch,
+                            repeat=args.repeat, min_repeat=args.min_repeat,
+                            batch_time=args.batch_time, budget=args.budget, progress=progress)
+    else:
+        result = {"config": _config.config(), "results": []}
+    if "contention" in args.sections:
+        scenarios = [s for s in args.scenarios if s != "torch" or not args.no_torch]
+        step = None if args.quiet else (lambda what: print(f"contention: {what}", file=sys.stderr))
+        result["contention"] = _contention.run(scenarios, repeat=max(3, 2 * args.repeat + 1),
+                                               batch_time=10 * args.batch_time, progress=step)
     result["wall_time_s"] = time.perf_counter() - t0
     if args.json:
         json.dump(result, out, indent=2)
         out.write("\n")
     else:
-        print("\n".join(_report(result, args)), file=out)
+        lines = _report(result, args) if "kernels" in args.sections else [""]
+        if "contention" in args.sections:
+            lines += _contention_report(result["contention"])
+        print("\n".join(lines), file=out)
     return 0
+
+
+def _contention_report(rows):
+    lines = ["", f"Contention (lec6fast on 1 thread and on {lec6fast.get_num_threads()}, batches "
+                 "interleaved; ratio = threads / 1 thread, below 1 is faster):",
+             "  matmul: a @ b (100x256 @ 256x128, NumPy) then the kernel; busy: the kernel while "
+             "another process spins on a core;",
+             "  idle: the kernel alone; torch: torch's pool used, then a NumPy multiply and "
+             "dropout_backward; mlp: a training step"]
+    table = [[r["scenario"], r["case"] if r["scenario"] != "mlp" else "mlp training step",
+              _bench.size_label(r["n"]), _time(r["one_thread_s"]), _time(r["threads_s"]),
+              f"{r['ratio']:.2f}", _time(r["numpy_s"]) if "numpy_s" in r else "-",
+              _ratio(r["speedup_vs_numpy"]) if "speedup_vs_numpy" in r else "-"]
+             for r in rows]
+    lines += ["  " + l for l in _table(table, ["scenario", "case", "n", "1 thread", "threads",
+                                                "ratio", "NumPy", "vs NumPy"])]
+    for r in rows:
+        if r["scenario"] == "mlp":
+            lines.append(f"  mlp: {r['case']}; NumPy = the same step with lec6fast.reference")
+    return lines
 
 
 def _header(args, torch_note):
