@@ -17,7 +17,7 @@ QUICK = ["--repeat", "1", "--min-repeat", "1", "--budget", "0.01", "--batch-time
 def test_bench_json_holds_every_case(capsys):
     kernels = ["sgd_", "adam_", "dropout_forward", "dropout_backward(out=)", "batchnorm_fwd+bwd"]
     assert cli.main(["bench", "--json", "--dtype", "both", "--sizes", "100,1000",
-                     "--kernels", ",".join(kernels), *QUICK]) == 0
+                     "--kernels", ",".join(kernels), "--sections", "kernels", *QUICK]) == 0
     result = json.loads(capsys.readouterr().out)
     got = {(r["kernel"], r["dtype"], tuple(r["shape"])) for r in result["results"]}
     want = {(k, d, s) for k in kernels for d in ("float32", "float64")
@@ -28,13 +28,31 @@ def test_bench_json_holds_every_case(capsys):
         assert r["speedup_vs_reference"] == pytest.approx(r["reference"]["median_s"] / r["lec6fast"]["median_s"])
         assert r["probe"]["name"] == _bench.KERNELS[r["kernel"]].probe
     assert result["config"]["simd_level"] and result["torch"] is None
+    assert "contention" not in result
+
+
+def test_bench_contention_section(capsys):
+    from lec6fast import _contention
+    assert cli.main(["bench", "--json", "--sections", "contention", "--scenarios", "matmul,mlp",
+                     *QUICK]) == 0
+    rows = json.loads(capsys.readouterr().out)["contention"]
+    assert [(r["scenario"], r["case"], r["n"]) for r in rows if r["scenario"] == "matmul"] == [
+        ("matmul", k, n) for k in _contention.MATMUL_KERNELS for n in _contention.MATMUL_SIZES]
+    (mlp,) = [r for r in rows if r["scenario"] == "mlp"]
+    for r in rows:
+        assert r["one_thread_s"] > 0 and r["threads_s"] > 0
+        assert r["ratio"] == pytest.approx(r["threads_s"] / r["one_thread_s"])
+    assert mlp["speedup_vs_numpy"] == pytest.approx(mlp["numpy_s"] / mlp["threads_s"])
+    assert cli.main(["bench", "--sections", "contention", "--scenarios", "mlp", *QUICK]) == 0
+    out = capsys.readouterr().out
+    assert "Contention" in out and "mlp training step" in out
 
 
 def test_bench_table_through_the_module_entry_point(tmp_path):
     # From an empty folder: `python -m` puts the working directory first on sys.path, and in a
     # checkout that would be the source tree's (uncompiled) lec6fast/.
     out = subprocess.run([sys.executable, "-m", "lec6fast", "bench", "--sizes", "1e3",
-                          "--kernels", "momentum,ema_", *QUICK],
+                          "--kernels", "momentum,ema_", "--sections", "kernels", *QUICK],
                          capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert "SIMD level in use" in out and "threads" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("momentum_", "ema_"))]
@@ -42,7 +60,8 @@ def test_bench_table_through_the_module_entry_point(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["bench", "--sizes", "0"], ["bench", "--kernels", "nope"],
-                                  ["bench", "--threads", "0"], ["bench", "--dtype", "float16"]])
+                                  ["bench", "--threads", "0"], ["bench", "--dtype", "float16"],
+                                  ["bench", "--sections", "speed"], ["bench", "--scenarios", "gpu"]])
 def test_bad_options_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
