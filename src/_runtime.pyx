@@ -46,6 +46,7 @@ cdef extern from *:
     void lec6_pool_set_hold "LEC6_STORE_HOLD"(int hold)
     long long lec6_spin_ns "lec6_p.spin_ns"
     int lec6_flush_denormals(int on)
+    int lec6_refuse_from "lec6_p.refuse_from"
 
 
 def cpu_simd_levels():
@@ -103,6 +104,13 @@ def _flush_denormals(bint on):
     has no such mode here."""
     cdef int was = lec6_flush_denormals(on)
     return None if was < 0 else bool(was)
+
+
+def _refuse_workers_from(int n):
+    """Tests only: creating worker n (1-based) or a later one fails, as when the system has no
+    more threads to give; 0 lifts it."""
+    global lec6_refuse_from
+    lec6_refuse_from = max(n, 0)
 
 
 def _set_spin_us(double us):

@@ -144,6 +144,7 @@ static struct {
     lec6_word stop_from;                /* workers with index >= this exit (at shutdown) */
     lec6_word stats_jobs, stats_chunks_by_workers;
     lec6_word hold;                     /* tests: workers take no chunk while this is set */
+    int refuse_from;                    /* tests: creating worker >= this fails (0: never) */
     int threads;                        /* the setting: lec6fast.set_num_threads */
     int workers;                        /* worker threads alive, indices 1..workers */
     int closed;                         /* after lec6_pool_shutdown: serial for good */
@@ -323,6 +324,8 @@ static void *lec6_worker_main(void *arg) { lec6_worker((int)(intptr_t)arg); retu
 
 static int lec6_start_worker(int me)
 {
+    if (lec6_p.refuse_from && me >= lec6_p.refuse_from)
+        return 0;
     /* Workers take no signals: Python handles them in the main thread. */
     sigset_t all, old;
     sigfillset(&all);
@@ -360,6 +363,8 @@ static unsigned __stdcall lec6_worker_main(void *arg) { lec6_worker((int)(intptr
 
 static int lec6_start_worker(int me)
 {
+    if (lec6_p.refuse_from && me >= lec6_p.refuse_from)
+        return 0;
     uintptr_t h = _beginthreadex(NULL, 0, lec6_worker_main, (void *)(intptr_t)me, 0, NULL);
     lec6_p.tid[me] = (HANDLE)h;
     return h != 0;

@@ -185,6 +185,29 @@ def test_absurd_thread_counts_are_capped_not_fatal(threads):
         lec6fast.set_num_threads(cap)               # at the cap: no warning
 
 
+REFUSED_THREADS = """
+import numpy as np, lec6fast
+from lec6fast import _runtime, reference
+lec6fast.set_num_threads(4)
+x, g = np.linspace(-1, 1, 1 << 21), np.full(1 << 21, 0.5)
+want = x.copy()
+for refuse_from, workers in ((1, 0), (2, 1)):    # no worker at all, then one and no more
+    _runtime._refuse_workers_from(refuse_from)
+    for _ in range(3):
+        lec6fast.sgd_(x, g, lr=0.5)
+        reference.sgd_(want, g, lr=0.5)
+    assert x.tobytes() == want.tobytes()
+    assert _runtime.pool_stats()["workers"] == workers, _runtime.pool_stats()
+assert _runtime.pool_stats()["worker_chunks"] > 0
+print("ok")
+"""
+
+
+def test_threads_the_system_refuses_mean_fewer_threads(run_python):
+    out = run_python(REFUSED_THREADS)
+    assert out.stdout.strip().splitlines()[-1] == "ok"
+
+
 def test_workers_beyond_a_lowered_thread_count_take_no_chunk(threads):
     """Lowering the count leaves the extra workers asleep: no job wakes or uses them, and
     raising it again uses them without starting new ones."""
