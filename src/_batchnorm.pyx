@@ -543,16 +543,16 @@ cdef int _check_forward(PyObject** o, int n, bint train) except -1:
     cdef cnp.ndarray x = <cnp.ndarray>o[IX]
     cdef int nd = cnp.PyArray_NDIM(x)
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(x)
-    shape = (<object>x).shape
+    shape = c_shape(x)
     if nd != 2 and nd != 4:
         raise ValueError(f"{FWD}: x must be 2-D (N, D) or 4-D (N, C, H, W), got shape {shape}")
     for i in range(1, IOUT):
         a = <cnp.ndarray>o[i]
         if cnp.PyArray_NDIM(a) != 1 or cnp.PyArray_DIMS(a)[0] != dims[1]:
-            raise ValueError(f"{FWD}: {_FWD_NAMES[i]} has shape {(<object>a).shape} but x has "
+            raise ValueError(f"{FWD}: {_FWD_NAMES[i]} has shape {c_shape(a)} but x has "
                              f"{dims[1]} {'features' if nd == 2 else 'channels'} (shape {shape})")
-    if n > IOUT and (<object>o[IOUT]).shape != shape:
-        raise ValueError(f"{FWD}: out has shape {(<object>o[IOUT]).shape} but x has shape {shape}")
+    if n > IOUT and c_shape(<object>o[IOUT]) != shape:
+        raise ValueError(f"{FWD}: out has shape {c_shape(<object>o[IOUT])} but x has shape {shape}")
     for i in range(n):
         check_layout(FWD, _FWD_NAMES[i], <object>o[i], (outputs >> i) & 1)
     check_writeable(FWD, _FWD_NAMES, o, n, outputs)
@@ -572,6 +572,29 @@ cdef int _check_forward(PyObject** o, int n, bint train) except -1:
     if train and (dims[0] == 0 or (nd == 4 and dims[2] * dims[3] == 0)):
         raise ValueError(f"{FWD}: x of shape {shape} has no samples to compute batch statistics "
                          f"over ({'N' if nd == 2 else 'N*H*W'} = 0); train mode needs at least one")
+    return typenum
+
+
+cdef int _check_backward(object x, object stats, object dout) except -1:
+    """The cache's x and stats and dout, by C-level reads.  Returns the type number."""
+    cdef PyObject* o[2]
+    o[0] = <PyObject*>x; o[1] = <PyObject*>dout
+    cdef int typenum = check_arrays(BWD, ("x (from the cache)", "dout"), o, 2, 0)
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+    if (nd != 2 and nd != 4) or not cnp.PyArray_CheckExact(stats) \
+            or cnp.PyArray_TYPE(<cnp.ndarray>stats) != cnp.NPY_FLOAT64 \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>stats) \
+            or not cnp.PyArray_ISALIGNED(<cnp.ndarray>stats) \
+            or cnp.PyArray_NDIM(<cnp.ndarray>stats) != 2 \
+            or cnp.PyArray_DIMS(<cnp.ndarray>stats)[0] != 3 \
+            or cnp.PyArray_DIMS(<cnp.ndarray>stats)[1] != cnp.PyArray_DIMS(<cnp.ndarray>x)[1]:
+        shape = c_shape(x)
+        features = shape[1] if nd == 2 or nd == 4 else "F"
+        raise ValueError(f"{BWD}: the cache is inconsistent: x of shape {shape} with stats of "
+                         f"{type(stats).__name__} {getattr(stats, 'shape', '')} "
+                         f"{getattr(stats, 'dtype', '')} (expected C-contiguous float64 of shape "
+                         f"(3, {features})); pass the cache batchnorm_forward returned, "
+                         f"unmodified")
     return typenum
 
 
@@ -629,29 +652,35 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
     """
     cdef PyObject* o[6]
     cdef int n = 5
-    cdef bint tr = flag(FWD, "train", train)
     cdef BN p
     cdef cnp.npy_intp sdims[2]
+    cdef bint tr = flag(FWD, "train", train)
+    p.momentum = real(FWD, "momentum", momentum, UNIT)
+    p.eps = real(FWD, "eps", eps, POSITIVE)
     o[0] = <PyObject*>x; o[1] = <PyObject*>gamma; o[2] = <PyObject*>beta
     o[3] = <PyObject*>running_mean; o[4] = <PyObject*>running_var
     if out is not None:
         o[5] = <PyObject*>out
         n = 6
     cdef int typenum = _check_forward(o, n, tr)
-    p.momentum = real(FWD, "momentum", momentum, UNIT)
-    p.eps = real(FWD, "eps", eps, POSITIVE)
     _fill_shape(&p, <cnp.ndarray>x)
     if out is None:
         out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
                                 typenum, 0)
-    cache = None
     p.stats = NULL
+    stats = None
     if tr:
         sdims[0] = 3
         sdims[1] = p.F
         stats = cnp.PyArray_EMPTY(2, sdims, cnp.NPY_FLOAT64, 0)
         p.stats = <double*>cnp.PyArray_DATA(<cnp.ndarray>stats)
-        cache = BatchNormCache(x, stats)
+    # Allocating can run the garbage collector, and with it user code: check again, then run
+    # exactly what this check saw.
+    o[5] = <PyObject*>out
+    typenum = _check_forward(o, 6, tr)
+    _fill_shape(&p, <cnp.ndarray>x)
+    if tr and cnp.PyArray_DIMS(<cnp.ndarray>stats)[1] != p.F:
+        raise ValueError(f"{FWD}: x changed shape while its arguments were read (now {c_shape(x)})")
     p.x = cnp.PyArray_BYTES(<cnp.ndarray>x)
     p.out = cnp.PyArray_BYTES(<cnp.ndarray>out)
     p.gamma = cnp.PyArray_BYTES(<cnp.ndarray>gamma)
@@ -659,7 +688,7 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
     p.rmean = cnp.PyArray_BYTES(<cnp.ndarray>running_mean)
     p.rvar = cnp.PyArray_BYTES(<cnp.ndarray>running_var)
     _launch(TRAIN if tr else TEST, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x))
-    return out, cache
+    return out, (BatchNormCache(x, stats) if tr else None)
 
 
 def batchnorm_backward(dout, cache):
@@ -688,26 +717,22 @@ def batchnorm_backward(dout, cache):
                         f"train=True, got "
                         + ("None (batchnorm_forward returns no cache with train=False)"
                            if cache is None else type(cache).__name__))
-    x = cache.x
+    x = cache.x                 # (the cache's attributes are the user's to replace)
     stats = cache.stats
-    o[0] = <PyObject*>x; o[1] = <PyObject*>dout
-    cdef int typenum = check_arrays(BWD, ("x (from the cache)", "dout"), o, 2, 0)
-    if (x.ndim != 2 and x.ndim != 4) or not cnp.PyArray_Check(stats) \
-            or cnp.PyArray_TYPE(<cnp.ndarray>stats) != cnp.NPY_FLOAT64 \
-            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>stats) \
-            or not cnp.PyArray_ISALIGNED(<cnp.ndarray>stats) \
-            or (<object>stats).shape != (3, x.shape[1]):
-        raise ValueError(f"{BWD}: the cache is inconsistent: x of shape {x.shape} with stats of "
-                         f"{type(stats).__name__} {getattr(stats, 'shape', '')} "
-                         f"{getattr(stats, 'dtype', '')} (expected C-contiguous float64 of shape "
-                         f"(3, {x.shape[1] if x.ndim in (2, 4) else 'F'})); pass the cache "
-                         f"batchnorm_forward returned, unmodified")
+    cdef int typenum = _check_backward(x, stats, dout)
     _fill_shape(&p, <cnp.ndarray>x)
     dx = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
                            typenum, 0)
     pdims[0] = p.F
     dgamma = cnp.PyArray_ZEROS(1, pdims, typenum, 0)     # sums over no elements stay 0
     dbeta = cnp.PyArray_ZEROS(1, pdims, typenum, 0)
+    # Allocating can run the garbage collector, and with it user code: check again, then run
+    # exactly what this check saw.
+    typenum = _check_backward(x, stats, dout)
+    _fill_shape(&p, <cnp.ndarray>x)
+    if (c_shape(dx) != c_shape(x) or cnp.PyArray_TYPE(<cnp.ndarray>dx) != typenum
+            or cnp.PyArray_DIMS(<cnp.ndarray>dgamma)[0] != p.F):
+        raise ValueError(f"{BWD}: x changed while the arguments were read (now {c_shape(x)})")
     p.x = cnp.PyArray_BYTES(<cnp.ndarray>x)
     p.out = cnp.PyArray_BYTES(<cnp.ndarray>dx)
     p.dout = cnp.PyArray_BYTES(<cnp.ndarray>dout)

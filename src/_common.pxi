@@ -1,9 +1,16 @@
 # Shared by every kernel family (textually included): the array contract, hyperparameter
-# parsing and the driver that runs a kernel serially or on the thread pool (src/_threads.h).  Nothing here writes to a user
+# parsing and the driver that runs a kernel serially or on the thread pool (src/_threads.h).
+#
+# The order of every public call: convert every scalar to a C value first (this may run user
+# code: a __float__, an __index__, an int subclass's __lt__), then check every array with
+# C-level reads only (type number, dimensions, strides, flags, data pointer), then launch with
+# exactly what the checks saw.  No Python code of the caller's may run between the checks and
+# the kernel: it could re-type, resize or freeze an array that was already checked.  Nothing here writes to a user
 # array; the kernels are the only writers, and they run only after every check has passed.
 
 cimport numpy as cnp
 from cpython.object cimport PyObject
+from cpython.type cimport PyType_IsSubtype
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 from cpython.pycapsule cimport PyCapsule_GetPointer
@@ -45,7 +52,7 @@ cdef inline int check_layout(str fn, str name, object a, bint output) except -1:
     """C-contiguous and aligned, or ValueError; outputs are never copied, so say why."""
     if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
         raise ValueError(
-            f"{fn}: {name} must be C-contiguous, got strides {a.strides} for shape {a.shape}; "
+            f"{fn}: {name} must be C-contiguous, got strides {a.strides} for shape {c_shape(a)}; "
             + (f"lec6fast never copies (a copy would lose the in-place update), pass "
                f"numpy.ascontiguousarray({name}) and keep using that array" if output else
                f"pass numpy.ascontiguousarray({name})"))
@@ -53,6 +60,12 @@ cdef inline int check_layout(str fn, str name, object a, bint output) except -1:
         raise ValueError(f"{fn}: {name} is not aligned to its dtype ({a.dtype}); "
                          f"pass an aligned copy" + (" and keep using that array" if output else ""))
     return 0
+
+
+cdef tuple c_shape(object a):
+    """a's shape from its C-level dimensions (a subclass's `shape` property is not asked)."""
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return tuple([cnp.PyArray_DIMS(arr)[i] for i in range(cnp.PyArray_NDIM(arr))])
 
 
 cdef inline str dtype_name(object a):
@@ -70,7 +83,8 @@ cdef int check_types(str fn, tuple names, PyObject** objs, int n) except -1:
         if not cnp.PyArray_Check(o):
             raise TypeError(f"{fn}: {names[i]} must be a numpy.ndarray of float32 or float64, "
                             f"got {type(o).__name__}")
-        if not cnp.PyArray_CheckExact(o) and isinstance(o, _MaskedArray):
+        # (by the type's MRO, not isinstance: that would consult a subclass's __class__)
+        if not cnp.PyArray_CheckExact(o) and PyType_IsSubtype(type(o), <type>_MaskedArray):
             raise TypeError(f"{fn}: {names[i]} is a numpy.ma.MaskedArray, whose mask lec6fast would "
                             f"ignore; pass a plain array (e.g. {names[i]}.data, updated in place)")
     return 0
@@ -99,8 +113,8 @@ cdef int check_same_shape(str fn, tuple names, PyObject** objs, int n) except -1
         a = <cnp.ndarray>objs[i]
         if cnp.PyArray_NDIM(a) != nd or (nd > 0 and memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(x),
                                                           nd * sizeof(cnp.npy_intp)) != 0):
-            raise ValueError(f"{fn}: {names[i]} has shape {(<object>a).shape} but {names[0]} has "
-                             f"shape {(<object>x).shape}")
+            raise ValueError(f"{fn}: {names[i]} has shape {c_shape(a)} but {names[0]} has "
+                             f"shape {c_shape(x)}")
     return 0
 
 

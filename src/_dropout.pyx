@@ -16,6 +16,7 @@ include "_common.pxi"
 from libc.stdint cimport uint8_t, uint64_t
 from libc.math cimport ceil
 from libc.string cimport memcpy, memset
+import operator
 import numpy as np
 from lec6fast._dropout_mask import DropoutMask
 
@@ -142,6 +143,29 @@ cdef int check_out(str fn, str src_name, object out, object src) except -1:
     return 0
 
 
+cdef int check_source_and_out(str fn, str name, object src, object out) except -1:
+    """The arrays of a dropout call: src (x or dout) float32/float64, C-contiguous; out, if not
+    None, see check_out.  C-level reads only.  Returns the type number."""
+    cdef PyObject* o[1]
+    o[0] = <PyObject*>src
+    cdef int typenum = check_arrays(fn, (name,), o, 1, 0)
+    if out is not None:
+        check_out(fn, name, out, src)
+    return typenum
+
+
+cdef object new_like(object a, int typenum):
+    """A new C-contiguous array of a's C-level dimensions (no Python-level call a subclass or
+    __array_function__ could intercept)."""
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>a), cnp.PyArray_DIMS(<cnp.ndarray>a),
+                             typenum, 0)
+
+
+cdef object new_mask_bits(Py_ssize_t size):
+    cdef cnp.npy_intp nbytes = (size + 7) // 8
+    return cnp.PyArray_EMPTY(1, &nbytes, cnp.NPY_UINT8, 0)
+
+
 def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
     """Dropout; p is the probability of KEEPING a unit (PyTorch's p is 1 - this p).
 
@@ -165,15 +189,11 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
     cdef PyObject* o[3]
     cdef Step s
     cdef int typenum
-    cdef double keep_p
-    o[0] = <PyObject*>x
-    typenum = check_arrays("dropout_forward", ("x",), o, 1, 0)
-    keep_p = real("dropout_forward", "p", p, PROB)
+    cdef double keep_p = real("dropout_forward", "p", p, PROB)
     cdef bint training = flag("dropout_forward", "train", train)
     cdef bint inverse = flag("dropout_forward", "inverted", inverted)
     check_rng(rng)
-    if out is not None:
-        check_out("dropout_forward", "x", out, x)
+    typenum = check_source_and_out("dropout_forward", "x", x, out)   # refuse before drawing
     if not training:
         if not inverse:
             return np.multiply(x, x.dtype.type(keep_p), out=out), None
@@ -184,21 +204,54 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
 
     # The Philox key (k[0], k[1]) and nonce (k[2], k[3]): the low 32 bits of four raw draws of
     # the caller's bit generator (every NumPy bit generator gives at least 32 random bits a
-    # draw; random_raw costs a tenth of Generator.integers).
+    # draw; random_raw costs a tenth of Generator.integers).  Drawing can run user code (a
+    # subclassed generator), so the arrays are checked again afterwards, and the outputs are
+    # allocated before that last check.
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     words = gen.bit_generator.random_raw(4)
     for i in range(4):
         s.k[i] = <uint32_t>(<uint64_t>words[i])
     if out is None:
-        out = np.empty_like(x)
-    bits = np.empty((x.size + 7) // 8, dtype=np.uint8)
+        out = new_like(x, typenum)
+    bits = new_mask_bits(cnp.PyArray_SIZE(<cnp.ndarray>x))
+    typenum = check_source_and_out("dropout_forward", "x", x, out)
+    if cnp.PyArray_DIMS(<cnp.ndarray>bits)[0] != (cnp.PyArray_SIZE(<cnp.ndarray>x) + 7) // 8:
+        raise ValueError(f"dropout_forward: x changed size while its arguments were read "
+                         f"(now shape {c_shape(x)})")
     # keep iff u < p * 2**32  <=>  u <= ceil(p * 2**32) - 1   (p * 2**32 is exact in double)
     s.k[4] = <uint32_t>(<uint64_t>ceil(keep_p * 4294967296.0) - 1)
     s.h[0] = 1.0 / keep_p if inverse else 1.0
     o[0] = <PyObject*>out; o[1] = <PyObject*>x; o[2] = <PyObject*>bits
     launch(_forward[float], _forward[double], typenum, o, 3, &s, PAR_DROPOUT, PAR_DROPOUT)
     bits.flags.writeable = False
-    return out, DropoutMask(bits, x.shape, keep_p, inverse)
+    return out, DropoutMask(bits, c_shape(x), keep_p, inverse)
+
+
+cdef tuple mask_shape(object shape):
+    """A DropoutMask's shape as a tuple of exact ints (or ValueError)."""
+    try:
+        return tuple([int(operator.index(d)) for d in shape])
+    except TypeError:
+        raise ValueError(f"dropout_backward: mask.shape must be a tuple of ints, got {shape!r}") from None
+
+
+cdef int check_mask(object dout, tuple shape, object bits, object out) except -1:
+    """The packed mask against dout (and out, if not None), by C-level reads."""
+    cdef Py_ssize_t want = (cnp.PyArray_SIZE(<cnp.ndarray>dout) + 7) // 8
+    if shape != c_shape(dout):
+        raise ValueError(f"dropout_backward: mask is for shape {shape} but dout has shape "
+                         f"{c_shape(dout)}")
+    if (not cnp.PyArray_CheckExact(bits) or cnp.PyArray_TYPE(<cnp.ndarray>bits) != cnp.NPY_UINT8
+            or cnp.PyArray_NDIM(<cnp.ndarray>bits) != 1
+            or cnp.PyArray_DIMS(<cnp.ndarray>bits)[0] != want
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>bits)):
+        raise ValueError(f"dropout_backward: mask.bits is not the packed mask of a {shape} "
+                         f"array: expected {want} contiguous uint8, got {type(bits).__name__} "
+                         f"{getattr(bits, 'shape', '')} {getattr(bits, 'dtype', '')}")
+    if out is not None and shares_memory(<PyObject*>out, <PyObject*>bits):
+        raise ValueError("dropout_backward: out shares memory with mask.bits; out is written "
+                         "by dropout_backward and must be a separate array")
+    return 0
 
 
 def dropout_backward(dout, mask, *, out=None):
@@ -209,30 +262,21 @@ def dropout_backward(dout, mask, *, out=None):
     """
     cdef PyObject* o[3]
     cdef Step s
-    o[0] = <PyObject*>dout
-    cdef int typenum = check_arrays("dropout_backward", ("dout",), o, 1, 0)
-    if not isinstance(mask, DropoutMask):
+    if not PyType_IsSubtype(type(mask), <type>DropoutMask):
         raise TypeError(f"dropout_backward: mask must be the DropoutMask returned by "
                         f"lec6fast.dropout_forward, got {type(mask).__name__}")
-    if mask.shape != dout.shape:
-        raise ValueError(f"dropout_backward: mask is for shape {mask.shape} but dout has shape {dout.shape}")
+    # Everything read from the mask first (its attributes are the user's to replace).
     bits = mask.bits
-    if (type(bits) is not np.ndarray or bits.dtype != np.uint8 or bits.ndim != 1
-            or bits.shape[0] != (dout.size + 7) // 8 or not bits.flags.c_contiguous):
-        raise ValueError(f"dropout_backward: mask.bits is not the packed mask of a {mask.shape} "
-                         f"array: expected {(dout.size + 7) // 8} contiguous uint8, got "
-                         f"{type(bits).__name__} {getattr(bits, 'shape', '')} "
-                         f"{getattr(bits, 'dtype', '')}")
-    keep_p = real("dropout_backward", "mask.p", mask.p, PROB)
-    if out is not None:
-        check_out("dropout_backward", "dout", out, dout)
-        o[1] = <PyObject*>bits
-        if shares_memory(<PyObject*>out, o[1]):
-            raise ValueError("dropout_backward: out shares memory with mask.bits; out is written "
-                             "by dropout_backward and must be a separate array")
-    else:
-        out = np.empty_like(dout)
-    s.h[0] = 1.0 / keep_p if mask.inverted else 1.0
+    cdef tuple shape = mask_shape(mask.shape)
+    cdef double keep_p = real("dropout_backward", "mask.p", mask.p, PROB)
+    cdef bint inverse = flag("dropout_backward", "mask.inverted", mask.inverted)
+    cdef int typenum = check_source_and_out("dropout_backward", "dout", dout, out)
+    check_mask(dout, shape, bits, out)
+    if out is None:
+        out = new_like(dout, typenum)
+        typenum = check_source_and_out("dropout_backward", "dout", dout, out)
+        check_mask(dout, shape, bits, out)
+    s.h[0] = 1.0 / keep_p if inverse else 1.0
     o[0] = <PyObject*>out; o[1] = <PyObject*>dout; o[2] = <PyObject*>bits
     launch(_backward[float], _backward[double], typenum, o, 3, &s,
            PAR_DROPOUT_BACKWARD, PAR_DROPOUT_BACKWARD)

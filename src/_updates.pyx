@@ -158,8 +158,8 @@ def sgd_(x, dx, *, lr):
     cdef PyObject* o[2]
     cdef Step s
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx
-    cdef int typenum = check_arrays("sgd_", _X_DX, o, 2, 0b1)
     s.h[0] = -real("sgd_", "lr", lr, NONNEG)
+    cdef int typenum = check_arrays("sgd_", _X_DX, o, 2, 0b1)
     launch(_sgd[float], _sgd[double], typenum, o, 2, &s, PAR_SGD_32, PAR_SGD_64)
 
 
@@ -172,9 +172,9 @@ def momentum_(x, dx, v, *, lr, mu=0.9):
     cdef PyObject* o[3]
     cdef Step s
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>v
-    cdef int typenum = check_arrays("momentum_", _X_DX_V, o, 3, 0b101)
     s.h[1] = real("momentum_", "lr", lr, NONNEG)
     s.h[0] = real("momentum_", "mu", mu, UNIT)
+    cdef int typenum = check_arrays("momentum_", _X_DX_V, o, 3, 0b101)
     launch(_momentum[float], _momentum[double], typenum, o, 3, &s, PAR_MOMENTUM_32, PAR_MOMENTUM_64)
 
 
@@ -188,11 +188,11 @@ def nesterov_(x, dx, v, *, lr, mu=0.9):
     cdef PyObject* o[3]
     cdef Step s
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>v
-    cdef int typenum = check_arrays("nesterov_", _X_DX_V, o, 3, 0b101)
     s.h[1] = real("nesterov_", "lr", lr, NONNEG)
     s.h[0] = real("nesterov_", "mu", mu, UNIT)
     s.h[2] = -s.h[0]
     s.h[3] = 1.0 + s.h[0]
+    cdef int typenum = check_arrays("nesterov_", _X_DX_V, o, 3, 0b101)
     launch(_nesterov[float], _nesterov[double], typenum, o, 3, &s, PAR_MOMENTUM_32, PAR_MOMENTUM_64)
 
 
@@ -204,9 +204,9 @@ def adagrad_(x, dx, cache, *, lr, eps=1e-7):
     cdef PyObject* o[3]
     cdef Step s
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>cache
-    cdef int typenum = check_arrays("adagrad_", _X_DX_CACHE, o, 3, 0b101)
     s.h[0] = -real("adagrad_", "lr", lr, NONNEG)
     s.h[1] = real("adagrad_", "eps", eps, POSITIVE)
+    cdef int typenum = check_arrays("adagrad_", _X_DX_CACHE, o, 3, 0b101)
     launch(_adagrad[float], _adagrad[double], typenum, o, 3, &s, PAR_SQRT_32, PAR_SQRT_64)
 
 
@@ -221,11 +221,11 @@ def rmsprop_(x, dx, cache, *, lr, decay_rate=0.99, eps=1e-7):
     cdef PyObject* o[3]
     cdef Step s
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>cache
-    cdef int typenum = check_arrays("rmsprop_", _X_DX_CACHE, o, 3, 0b101)
     s.h[0] = -real("rmsprop_", "lr", lr, NONNEG)
     s.h[1] = real("rmsprop_", "eps", eps, POSITIVE)
     s.h[2] = real("rmsprop_", "decay_rate", decay_rate, UNIT)
     s.h[3] = 1.0 - s.h[2]
+    cdef int typenum = check_arrays("rmsprop_", _X_DX_CACHE, o, 3, 0b101)
     launch(_rmsprop[float], _rmsprop[double], typenum, o, 3, &s, PAR_SQRT_32, PAR_SQRT_64)
 
 
@@ -244,7 +244,6 @@ def adam_(x, dx, m, v, *, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     cdef PyObject* o[4]
     cdef Step s
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>m; o[3] = <PyObject*>v
-    cdef int typenum = check_arrays("adam_", _X_DX_M_V, o, 4, 0b1101)
     cdef double step = step_number("adam_", "t", t)
     s.h[0] = -real("adam_", "lr", lr, NONNEG)
     s.h[1] = real("adam_", "eps", eps, POSITIVE)
@@ -254,6 +253,7 @@ def adam_(x, dx, m, v, *, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     s.h[5] = 1.0 - s.h[4]
     s.h[6] = 1.0 - pow(s.h[2], step)
     s.h[7] = 1.0 - pow(s.h[4], step)
+    cdef int typenum = check_arrays("adam_", _X_DX_M_V, o, 4, 0b1101)
     launch(_adam[float], _adam[double], typenum, o, 4, &s, PAR_ADAM_32, PAR_ADAM_64)
 
 
@@ -267,9 +267,9 @@ def ema_(x_avg, x, *, decay=0.995):
     cdef PyObject* o[2]
     cdef Step s
     o[0] = <PyObject*>x_avg; o[1] = <PyObject*>x
-    cdef int typenum = check_arrays("ema_", _XAVG_X, o, 2, 0b1)
     s.h[0] = real("ema_", "decay", decay, UNIT)
     s.h[1] = 1.0 - s.h[0]
+    cdef int typenum = check_arrays("ema_", _XAVG_X, o, 2, 0b1)
     launch(_ema[float], _ema[double], typenum, o, 2, &s, PAR_SGD_32, PAR_SGD_64)
 
 
@@ -319,8 +319,8 @@ def _triad(a, b, c, *, s):
     cdef PyObject* o[3]
     cdef Step st
     o[0] = <PyObject*>a; o[1] = <PyObject*>b; o[2] = <PyObject*>c
-    cdef int typenum = check_arrays("_triad", ("a", "b", "c"), o, 3, 0b1)
     st.h[0] = real("_triad", "s", s, NONNEG)
+    cdef int typenum = check_arrays("_triad", ("a", "b", "c"), o, 3, 0b1)
     launch(_triad_k[float], _triad_k[double], typenum, o, 3, &st, PAR_SGD_32, PAR_SGD_64)
 
 
@@ -329,6 +329,6 @@ def _scale_(x, *, s):
     cdef PyObject* o[1]
     cdef Step st
     o[0] = <PyObject*>x
-    cdef int typenum = check_arrays("_scale_", ("x",), o, 1, 0b1)
     st.h[0] = real("_scale_", "s", s, NONNEG)
+    cdef int typenum = check_arrays("_scale_", ("x",), o, 1, 0b1)
     launch(_scale_k[float], _scale_k[double], typenum, o, 1, &st, PAR_SGD_32, PAR_SGD_64)
