@@ -220,6 +220,7 @@ static inline int64_t lec6_claim(int r, uint64_t gen)
 static inline void lec6_chunk_done(void)
 {
     int64_t n = lec6_p.nchunks;     /* still this job's: it cannot end before this chunk counts */
+    LEC6_ADD(&lec6_p.stats_chunks_by_workers.v, 1);     /* counted before the job can end */
     if ((int64_t)LEC6_ADD(&lec6_p.done.v, 1) == n && LEC6_LOAD(&lec6_p.caller_asleep.v)) {
 #if !defined(LEC6_NO_THREADS)
         LEC6_LOCK();
@@ -314,8 +315,7 @@ static void lec6_worker(int me)
         }
         fn(ctx, c);
         lec6_chunk_done();
-        int64_t ran = 1 + lec6_take_part(me, seen & 0xffffffffu, parts, fn, ctx);
-        LEC6_ADD(&lec6_p.stats_chunks_by_workers.v, (uint64_t)ran);
+        lec6_take_part(me, seen & 0xffffffffu, parts, fn, ctx);
     }
 }
 
