@@ -5,6 +5,18 @@ released, and is held to the NumPy code of lec6fast.reference, which is its spec
 """
 
 from ._version import __version__
+
+try:
+    from . import _runtime
+except ImportError as _e:       # pragma: no cover - exercised in a subprocess by the tests
+    import os as _os
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    raise ImportError(
+        f"lec6fast's compiled kernels are missing from {_here}. If that is the source folder of "
+        f"a checkout (you are running Python from the repository root, so the unbuilt sources "
+        f"shadow the installed package), run from another folder, or build in place with "
+        f"`python setup.py build_ext --inplace`; otherwise reinstall lec6fast. ({_e})") from _e
+
 from . import _dispatch
 from ._dispatch import get_num_threads, set_num_threads
 

@@ -81,10 +81,16 @@ class Timing:
     batch: int                  # calls per timed batch
     budget_limited: bool        # fewer repeats than asked, because of the time budget
 
+    @property
+    def noisy(self):
+        """The batches spread (max - min) over more than NOISY of the median: the machine was
+        busy while this was timed."""
+        return len(self.times) > 1 and (max(self.times) - min(self.times)) > NOISY * self.median
+
     def as_dict(self):
         return {"median_s": self.median, "min_s": min(self.times), "times_s": self.times,
                 "batch": self.batch, "repeats": len(self.times),
-                "budget_limited": self.budget_limited}
+                "budget_limited": self.budget_limited, "noisy": self.noisy}
 
 
 def calibrate(call, batch_time=2e-3):
@@ -399,7 +405,8 @@ PROBES = {p.name: p for p in (
     _probe("_triad", 3, 3, s=0.5),
     _probe("_scale_", 1, 2, s=1.0),
 )}
-RMW_PROBE = "_scale_"      # the probe of the in-place updates
+PROBE_LABELS = {"_scale_": "RMW", "_copy": "copy", "_triad": "triad"}    # their one name in output
+NOISY = 0.25                # a timing whose batches spread over more than this fraction of its median
 
 
 # ---------------------------------------------------------------- a whole comparison
@@ -482,7 +489,7 @@ def run(kernels, dtypes, sizes, *, threads=None, use_torch=True, repeat=7, min_r
                     else:
                         calls.append(torch_call)
                         impls += ", torch"
-                step(f"{where}: {k.name} ({impls}, {k.probe})")
+                step(f"{where}: {k.name} ({impls}, {PROBE_LABELS[k.probe]} probe)")
                 probe_kernel = PROBES[k.probe]
                 probe_arrays = probe_kernel.make(shape, dtype, rng)
                 calls.append(probe_kernel.fast_call(probe_arrays))

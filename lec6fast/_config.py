@@ -44,7 +44,8 @@ def config_lines():
         f"lec6fast {c['lec6fast']}  (python {c['python']}, numpy {c['numpy']}, {c['machine']})",
         f"  SIMD level in use : {c['simd_level']}  (CPU supports {', '.join(c['cpu_simd_levels'])}; "
         f"this build has {', '.join(c['built_simd_levels'])})",
-        f"  threads           : {c['num_threads']} of at most {c['max_threads']}, {c['threads']}"
-        f"  (arrays are split from {min(sizes)} to {max(sizes)} elements on, by kernel and "
-        f"dtype; {c['pool']['workers']} worker threads started)",
+        f"  threads           : {c['num_threads']} of at most {c['max_threads']}, {c['threads']} "
+        f"({c['pool']['workers']} workers started)",
+        f"                      arrays split from {min(sizes)} to {max(sizes)} elements on, "
+        f"by kernel and dtype",
     ]

@@ -6,11 +6,16 @@
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 
 import lec6fast
 from . import _bench, _config, _contention
+
+
+MAX_SIZE = 10**10           # elements: 40 GB per float32 array, far past this machine's memory
 
 
 def _size(text):
@@ -25,8 +30,9 @@ def _size(text):
         if not f.is_integer():
             raise argparse.ArgumentTypeError(f"not a whole number of elements: {text!r}") from None
         value = int(f)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
+    if not 1 <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"sizes must be from 1 to {MAX_SIZE:.0e} elements, "
+                                         f"got {text!r}")
     return value
 
 
@@ -55,8 +61,8 @@ def _positive(cast, what):
             x = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-        if not x > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        if not (x > 0 and math.isfinite(x)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
         return x
     return parse
 
@@ -134,7 +140,13 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "bench":
-        return bench(args)
+        try:
+            return bench(args)
+        except BrokenPipeError:
+            # `lec6fast bench --json | head`: the reader left; exit quietly, as Unix tools do
+            # (stdout is pointed at devnull so that the interpreter's final flush is quiet too).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     if args.command == "config":
         lec6fast.show_config()
         return 0
@@ -204,12 +216,12 @@ def bench(args):
 
 
 def _contention_report(rows):
-    lines = ["", f"Contention (lec6fast on 1 thread and on {lec6fast.get_num_threads()}, batches "
-                 "interleaved; ratio = threads / 1 thread, below 1 is faster):",
-             "  matmul: a @ b (100x256 @ 256x128, NumPy) then the kernel; busy: the kernel while "
-             "another process spins on a core;",
-             "  idle: the kernel alone; torch: torch's pool used, then a NumPy multiply and "
-             "dropout_backward; mlp: a training step"]
+    lines = [""] + _wrap(
+        f"Contention: lec6fast on 1 thread and on {lec6fast.get_num_threads()}, batches "
+        "interleaved; ratio = threads / 1 thread (below 1 is faster). matmul: a @ b (100x256 @ "
+        "256x128, NumPy) then the kernel; busy: the kernel while another process spins on a "
+        "core; idle: the kernel alone; torch: torch's pool used, then a NumPy multiply and "
+        "dropout_backward; mlp: a training step, also in plain NumPy (lec6fast.reference).")
     table = [[r["scenario"], r["case"] if r["scenario"] != "mlp" else "mlp training step",
               _bench.size_label(r["n"]), _time(r["one_thread_s"]), _time(r["threads_s"]),
               f"{r['ratio']:.2f}", _time(r["numpy_s"]) if "numpy_s" in r else "-",
@@ -219,7 +231,7 @@ def _contention_report(rows):
                                                 "ratio", "NumPy", "vs NumPy"])]
     for r in rows:
         if r["scenario"] == "mlp":
-            lines.append(f"  mlp: {r['case']}; NumPy = the same step with lec6fast.reference")
+            lines += _wrap(f"mlp: {r['case']}")
     return lines
 
 
@@ -233,10 +245,11 @@ def _header(args, torch_note):
     else:
         lines.append(f"  torch             : {torch_note}")
     lines.append(f"  timing            : median of {args.repeat} batches of calls, each batch "
-                 f">= {_time(args.batch_time)}; slow calls: at least {args.min_repeat} batches "
-                 f"within {args.budget:g} s")
-    lines.append("                      a kernel's lec6fast, reference, torch and bandwidth-probe "
-                 "batches run interleaved")
+                 f">= {_time(args.batch_time)};")
+    lines.append(f"                      slow calls: at least {args.min_repeat} batches within "
+                 f"{args.budget:g} s;")
+    lines.append("                      a kernel's lec6fast, reference, torch and probe batches "
+                 "run interleaved")
     return lines
 
 
@@ -253,6 +266,7 @@ def _encodable(*texts):
 _MU = "µs" if _encodable("µ×†") else "us"
 _TIMES = "×" if _MU == "µs" else "x"
 _MARK = "†" if _MU == "µs" else "*"
+_NOISY = "~"
 
 
 def _time(s):
@@ -268,10 +282,8 @@ def _ratio(x):
 
 
 def _timing(t):
-    return _time(t["median_s"]) + (_MARK if t["budget_limited"] else " ")
-
-
-_PROBE_LABEL = {"_scale_": "RMW", "_copy": "copy", "_triad": "triad"}
+    return (_time(t["median_s"]) + (_MARK if t["budget_limited"] else " ")
+            + (_NOISY if t.get("noisy") else " "))
 
 
 def _table(rows, header):
@@ -292,8 +304,8 @@ def _report(result, args):
     rows = [[dtype, _bench.shape_label(shape), f"{ps['_copy']['gbps']:.1f}",
              f"{ps['_triad']['gbps']:.1f}", f"{ps['_scale_']['gbps']:.1f}"]
             for (dtype, shape), ps in probes.items()]
-    lines.append("Bandwidth probes (GB/s, lec6fast threads, this run): copy dst = src, "
-                 "triad a = b + s*c, RMW x *= s in place")
+    lines.append("Bandwidth probes (GB/s, lec6fast threads, this run):")
+    lines.append("  copy dst = src, triad a = b + s*c, RMW x *= s in place")
     lines += ["  " + l for l in _table(rows, ["dtype", "n", "copy", "triad", "RMW"])]
 
     labels = {}
@@ -305,7 +317,7 @@ def _report(result, args):
             row = [r["kernel"], _bench.shape_label(r["shape"]), _timing(r["lec6fast"]),
                    _timing(r["reference"]), _ratio(r["speedup_vs_reference"]),
                    f"{r['lec6fast']['gbps']:.1f}",
-                   f"{100 * r['bandwidth_fraction']:.0f}% {_PROBE_LABEL[r['probe']['name']]}"]
+                   f"{100 * r['bandwidth_fraction']:.0f}% {_bench.PROBE_LABELS[r['probe']['name']]}"]
             if have_torch:
                 if r["torch"]:
                     labels[r["kernel"]] = r["torch"]["label"]
@@ -316,19 +328,31 @@ def _report(result, args):
         header = ["kernel", "n", "lec6fast", "reference", "speedup", "GB/s", "% of probe"]
         if have_torch:
             header += ["torch", "vs torch"]
-        lines += ["", f"{dtype}  (speedup = reference / lec6fast; % of probe = GB/s / GB/s of the "
-                      "bandwidth probe timed alongside, RMW for the in-place updates, copy for the "
-                      "layers" + ("; vs torch = torch / lec6fast)" if have_torch else ")")]
+        lines += ["", f"{dtype}  (speedup = reference / lec6fast"
+                      + ("; vs torch = torch / lec6fast)" if have_torch else ")")]
         lines += ["  " + l for l in _table(rows, header)]
 
     lines.append("")
     if labels:
-        lines.append("torch: " + ", ".join(f"{k} = {v}" for k, v in labels.items()))
-    if any(t["budget_limited"] for r in result["results"]
-           for t in (r["lec6fast"], r["reference"], r["torch"]) if t):
-        lines.append(f"{_MARK} fewer repeats: median of {args.min_repeat}-{args.repeat - 1} "
-                     f"batches, cut by the {args.budget:g} s budget per measurement (slow calls; "
-                     "see --budget, --json for every batch)")
-    lines.append(f"GB/s counts each array read once or written once (adam_ moves 7 arrays per "
-                 f"element); wall time {result['wall_time_s']:.1f} s")
+        lines += _wrap("torch: " + ", ".join(f"{k} = {v}" for k, v in labels.items()))
+    timings = [t for r in result["results"] for t in (r["lec6fast"], r["reference"], r["torch"]) if t]
+    if any(t["budget_limited"] for t in timings):
+        lines += _wrap(f"{_MARK} fewer repeats: median of {args.min_repeat}-{args.repeat - 1} "
+                       f"batches, cut by the {args.budget:g} s budget per measurement (slow calls; "
+                       "see --budget, --json for every batch)")
+    if any(t.get("noisy") for t in timings):
+        lines += _wrap(f"{_NOISY} noisy: its batches spread over more than "
+                       f"{_bench.NOISY:.0%} of the median (the machine was busy); trust it less, "
+                       "or run again")
+    lines += _wrap("% of probe = the kernel's GB/s / the GB/s of the bandwidth probe timed "
+                   "alongside (RMW for the in-place updates, copy for the layers). Above 100%: the "
+                   "arrays sit in cache, where the kernel's one pass beats the probe's; only "
+                   "arrays larger than the caches measure memory bandwidth.")
+    lines += _wrap(f"GB/s counts each array read once or written once (adam_ moves 7 arrays per "
+                   f"element); wall time {result['wall_time_s']:.1f} s")
     return lines
+
+
+def _wrap(text, width=100):
+    import textwrap
+    return textwrap.wrap(text, width=width, subsequent_indent="  ")

@@ -95,6 +95,8 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
     """The lecture's batch normalization, with the biased batch variance.  Returns (out, cache);
     the cache is for this module's batchnorm_backward (None at test time)."""
     axes, shape = _bn_axes(x)
+    if train and x.size and x.size == x.shape[1]:
+        raise ValueError("batchnorm_forward: expected more than 1 value per feature when training")
     if train:
         mu = x.mean(axis=axes)
         xmu = x - mu.reshape(shape)

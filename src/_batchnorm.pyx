@@ -569,9 +569,16 @@ cdef int _check_forward(PyObject** o, int n, bint train) except -1:
         check_overlaps(FWD, _FWD_NAMES[1:], o + 1, n - 1, outputs >> 1)    # out stands for x
     else:
         check_overlaps(FWD, _FWD_NAMES, o, n, outputs)
-    if train and (dims[0] == 0 or (nd == 4 and dims[2] * dims[3] == 0)):
+    cdef cnp.npy_intp m = dims[0] * (dims[2] * dims[3] if nd == 4 else 1)
+    if train and m == 0:
         raise ValueError(f"{FWD}: x of shape {shape} has no samples to compute batch statistics "
                          f"over ({'N' if nd == 2 else 'N*H*W'} = 0); train mode needs at least one")
+    if train and m == 1 and dims[1] > 0:
+        # one value per feature: the batch variance is 0 and out would be beta, silently
+        raise ValueError(f"{FWD}: expected more than 1 value per "
+                         f"{'feature' if nd == 2 else 'channel'} when training, got x of shape "
+                         f"{shape} ({'N' if nd == 2 else 'N*H*W'} = 1); normalize over a larger "
+                         f"batch, or use train=False")
     return typenum
 
 
@@ -623,6 +630,9 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
                       running_var  = momentum*running_var  + (1 - momentum)*var    (in place)
         train=False:  out = gamma*(x - running_mean)/sqrt(running_var + eps) + beta
                       (running statistics only read; the cache is None)
+
+    Train mode needs more than one value per feature (M > 1), or raises ValueError (with one,
+    the batch variance is 0 and out would silently be beta).
 
     momentum in [0, 1), eps > 0 (finite).  out: None (a new array), or a C-contiguous
     writeable array of x's shape and dtype; in test mode it may be x itself (in place), in

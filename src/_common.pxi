@@ -73,6 +73,13 @@ cdef inline str dtype_name(object a):
     return a.dtype.str if a.dtype.byteorder not in "=|" else str(a.dtype)
 
 
+cdef str torch_hint(object o, str name):
+    if str(getattr(type(o), "__module__", "")).partition(".")[0] == "torch":
+        return (f"; for a CPU torch tensor pass {name}.detach().numpy(), which shares its memory "
+                f"(no copy: the update lands in the tensor)")
+    return ""
+
+
 # The steps of the contract, in the order they are checked: type, dtype, shape (by the
 # caller: check_same_shape for element-wise calls), layout, writeability, overlap.
 
@@ -82,7 +89,7 @@ cdef int check_types(str fn, tuple names, PyObject** objs, int n) except -1:
         o = <object>objs[i]
         if not cnp.PyArray_Check(o):
             raise TypeError(f"{fn}: {names[i]} must be a numpy.ndarray of float32 or float64, "
-                            f"got {type(o).__name__}")
+                            f"got {type(o).__name__}{torch_hint(o, names[i])}")
         # (by the type's MRO, not isinstance: that would consult a subclass's __class__)
         if not cnp.PyArray_CheckExact(o) and PyType_IsSubtype(type(o), <type>_MaskedArray):
             raise TypeError(f"{fn}: {names[i]} is a numpy.ma.MaskedArray, whose mask lec6fast would "

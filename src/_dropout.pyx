@@ -113,16 +113,25 @@ cdef void _backward(floating* dx, const Step* s, Py_ssize_t lo, Py_ssize_t hi) n
 
 cdef int check_rng(object rng) except -1:
     """What numpy.random.default_rng accepts: a Generator, BitGenerator or SeedSequence, a
-    non-negative int seed, or None (checked in test mode too, where nothing is drawn)."""
+    non-negative int seed or a sequence of them, or None (checked in test mode too, where
+    nothing is drawn)."""
     if (rng is None or isinstance(rng, (np.random.Generator, np.random.BitGenerator,
                                         np.random.SeedSequence))):
         return 0
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(f"dropout_forward: rng must be a numpy.random.Generator, a seed or None, "
+                        f"got {rng!r}")
+    if isinstance(rng, (int, np.integer)):
         if rng < 0:
             raise ValueError(f"dropout_forward: rng as a seed must be a non-negative int, got {rng!r}")
         return 0
-    raise TypeError(f"dropout_forward: rng must be a numpy.random.Generator, a non-negative int "
-                    f"seed or None, got {rng!r}")
+    try:
+        np.random.SeedSequence(rng)     # what default_rng makes of any other seed
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"dropout_forward: rng must be a numpy.random.Generator, a seed that "
+                      f"numpy.random.default_rng accepts (a non-negative int or a sequence of "
+                      f"them) or None, got {rng!r}: {e}") from None
+    return 0
 
 
 cdef int check_out(str fn, str src_name, object out, object src) except -1:
@@ -132,7 +141,7 @@ cdef int check_out(str fn, str src_name, object out, object src) except -1:
     o[0] = <PyObject*>src; o[1] = <PyObject*>out
     if not cnp.PyArray_Check(out):
         raise TypeError(f"{fn}: out must be None or a numpy.ndarray of float32 or float64, "
-                        f"got {type(out).__name__}")
+                        f"got {type(out).__name__}{torch_hint(out, 'out')}")
     check_types(fn, (src_name, "out"), o, 2)
     check_dtypes(fn, (src_name, "out"), o, 2)
     check_same_shape(fn, (src_name, "out"), o, 2)
@@ -185,6 +194,9 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
     non-negative int seed, or None for fresh entropy.  The mask depends only on those draws, so
     a seeded Generator gives the same masks on every run, machine, thread count and dtype.  The
     generator is Philox4x32-10; unit i is kept iff its 32-bit draw u_i < p * 2**32.
+
+    Create one Generator and pass it on every step: an int seed passed on every step gives the
+    same mask on every step (as numpy.random.default_rng(seed) would).
     """
     cdef PyObject* o[3]
     cdef Step s

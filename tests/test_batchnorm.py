@@ -23,6 +23,8 @@ SHAPES_2D = [(1, 1), (1, 7), (9, 1), (8, 4), (13, 257), (64, 129), (300, 130)]
 SHAPES_4D = [(1, 1, 1, 1), (2, 3, 1, 1), (3, 5, 7, 9), (4, 3, 4, 4), (2, 17, 5, 3), (5, 2, 16, 16),
              (3, 4, 8, 16), (3, 4, 3, 43), (2, 3, 5, 13), (2, 40, 16, 16), (2, 20, 9, 17)]
 SHAPES = SHAPES_2D + SHAPES_4D
+# Train mode needs more than one value per feature (test_validation checks the refusal).
+TRAIN_SHAPES = [s for s in SHAPES if np.prod(s) // s[1] > 1]
 
 
 def make(shape, dtype, seed=0, loc=1.0, scale=3.0):
@@ -77,14 +79,14 @@ def check_train_against_reference(shape, dtype, momentum, eps, seed=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("shape", TRAIN_SHAPES, ids=str)
 @pytest.mark.parametrize("momentum, eps", [(0.9, 1e-5), (0.0, 1e-3), (0.5, 0.5), (0.999, 1e-12)])
 def test_train_matches_float64_reference(dtype, shape, momentum, eps):
     check_train_against_reference(shape, dtype, momentum, eps)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("shape", TRAIN_SHAPES, ids=str)
 def test_train_matches_reference_in_its_dtype(dtype, shape):
     x, gamma, beta, rm, rv, dout = make(shape, dtype, seed=1)
     rm2, rv2 = rm.copy(), rv.copy()
@@ -181,9 +183,9 @@ def test_no_features(dtype):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(dims=st.one_of(st.tuples(st.integers(1, 40), st.integers(1, 300)),
+@given(dims=st.one_of(st.tuples(st.integers(2, 40), st.integers(1, 300)),
                       st.tuples(st.integers(1, 6), st.integers(1, 9), st.integers(1, 9),
-                                st.integers(1, 9))),
+                                st.integers(1, 9)).filter(lambda d: d[0] * d[2] * d[3] > 1)),
        dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1),
        momentum=st.floats(0.0, 0.999), eps=st.floats(1e-8, 1.0))
 def test_property_matches_float64_reference(dims, dtype, seed, momentum, eps):

@@ -29,6 +29,7 @@ def test_bench_json_holds_every_case(capsys):
         assert r["probe"]["name"] == _bench.KERNELS[r["kernel"]].probe
     assert result["config"]["simd_level"] and result["torch"] is None
     assert "contention" not in result
+    assert all(isinstance(r["lec6fast"]["noisy"], bool) for r in result["results"])
 
 
 def test_bench_contention_section(capsys):
@@ -73,3 +74,34 @@ def test_config(capsys):
     assert cli.main(["config"]) == 0
     out = capsys.readouterr().out
     assert "lec6fast" in out and "threads" in out
+
+
+@pytest.mark.parametrize("argv", [["bench", "--sizes", "1e30"], ["bench", "--budget", "inf"],
+                                  ["bench", "--batch-time", "nan"], ["bench", "--sizes", "2.5"]])
+def test_out_of_range_options_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+
+
+def test_output_fits_100_columns_and_names_probes_as_the_table_does(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lec6fast", "bench", "--sizes", "1e3",
+                           "--kernels", "dropout_backward(out=),adam_", "--sections", "kernels",
+                           *[q for q in QUICK if q != "--quiet"]],
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    long = [line for line in proc.stdout.splitlines() if len(line) > 100]
+    assert long == []
+    assert "_scale_" not in proc.stderr and "_copy" not in proc.stderr
+    assert "RMW probe" in proc.stderr and "Above 100%" in proc.stdout
+
+
+def test_json_into_a_closed_pipe_exits_quietly(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "lec6fast", "bench", "--json", "--sizes", "1e3",
+                             "--sections", "kernels", *QUICK], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                     # the reader (`| head`) is gone before the output
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) in (0, 1)
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -10,6 +10,9 @@ import re
 import numpy as np
 import pytest
 
+import lec6fast
+from lec6fast import reference
+
 SHAPE = (6,)
 
 
@@ -407,3 +410,62 @@ def test_masked_arrays_are_refused(kernel, dtype, rng, bits):
         masked[a] = np.ma.masked_array(arrays[a], mask=np.zeros(SHAPE, bool))
         refused(bits, TypeError, rf"^{kernel.name}: {a} is a numpy.ma.MaskedArray",
                 kernel.fast, args_of(kernel, masked), kernel.hyper())
+
+
+# ---------------------------------------------------------------- rough edges a new user meets
+
+def test_unbuilt_source_folder_says_what_shadows_what(tmp_path):
+    """`import lec6fast` where a lec6fast/ folder of sources without compiled modules comes
+    first on sys.path (the repository root, where the README's commands leave the user)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    src = Path(lec6fast.__file__).resolve().parent
+    shutil.copytree(src, tmp_path / "lec6fast", ignore=shutil.ignore_patterns("*.so", "*.pyd"))
+    proc = subprocess.run([sys.executable, "-c", "import lec6fast"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "compiled kernels are missing" in proc.stderr
+    assert "run from another folder" in proc.stderr and "build_ext --inplace" in proc.stderr
+
+
+def test_a_torch_tensor_gets_told_how_to_pass_it():
+    Tensor = type("Tensor", (), {"__module__": "torch"})
+    Parameter = type("Parameter", (), {"__module__": "torch.nn.parameter"})
+    x = np.zeros(4)
+    for fake in (Tensor(), Parameter()):
+        with pytest.raises(TypeError, match=r"dx must be a numpy\.ndarray .* got \w+; for a CPU torch "
+                                            r"tensor pass dx\.detach\(\)\.numpy\(\)"):
+            lec6fast.sgd_(x, fake, lr=0.1)
+    with pytest.raises(TypeError, match=r"out\.detach\(\)\.numpy\(\)"):
+        lec6fast.dropout_forward(x, p=0.5, out=Tensor())
+    with pytest.raises(TypeError) as e:
+        lec6fast.sgd_(x, [0.0] * 4, lr=0.1)
+    assert "torch" not in str(e.value)
+
+
+@pytest.mark.parametrize("shape, what", [((1, 5), "feature"), ((1, 3, 1, 1), "channel")])
+def test_batchnorm_train_refuses_one_value_per_feature(shape, what):
+    x = np.ones(shape)
+    d = shape[1]
+    kw = dict(running_mean=np.zeros(d), running_var=np.ones(d))
+    with pytest.raises(ValueError, match=rf"expected more than 1 value per {what} when training"):
+        lec6fast.batchnorm_forward(x, np.ones(d), np.zeros(d), **kw)
+    assert np.all(kw["running_mean"] == 0) and np.all(kw["running_var"] == 1)
+    with pytest.raises(ValueError, match="more than 1 value per feature"):
+        reference.batchnorm_forward(x, np.ones(d), np.zeros(d), **kw)
+    out, cache = lec6fast.batchnorm_forward(x, np.ones(d), np.zeros(d), train=False, **kw)
+    assert cache is None and out.shape == shape
+    two = np.concatenate([x, 2 * x])                     # two values per feature: fine
+    lec6fast.batchnorm_forward(two, np.ones(d), np.zeros(d), **kw)
+
+
+@pytest.mark.parametrize("seed", [[1, 2, 3], (7,), np.array([5, 6], dtype=np.uint32)])
+def test_dropout_takes_every_seed_default_rng_takes(seed):
+    x = np.ones(1000)
+    out, mask = lec6fast.dropout_forward(x, p=0.5, rng=seed)
+    ref, ref_mask = lec6fast.dropout_forward(x, p=0.5, rng=np.random.default_rng(seed))
+    assert out.tobytes() == ref.tobytes() and mask.bits.tobytes() == ref_mask.bits.tobytes()
+    with pytest.raises(ValueError, match="rng must be .* a seed that numpy.random.default_rng accepts"):
+        lec6fast.dropout_forward(x, p=0.5, rng=[-1])
