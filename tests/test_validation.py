@@ -469,3 +469,27 @@ def test_dropout_takes_every_seed_default_rng_takes(seed):
     assert out.tobytes() == ref.tobytes() and mask.bits.tobytes() == ref_mask.bits.tobytes()
     with pytest.raises(ValueError, match="rng must be .* a seed that numpy.random.default_rng accepts"):
         lec6fast.dropout_forward(x, p=0.5, rng=[-1])
+
+
+def test_dropout_docstring_gives_the_one_generator_pattern():
+    doc = lec6fast.dropout_forward.__doc__
+    assert "Create one Generator and pass it on every step" in doc
+    x = np.ones(4096)
+    same = [lec6fast.dropout_forward(x, p=0.5, rng=3)[1].bits.tobytes() for _ in range(2)]
+    assert same[0] == same[1]                     # what the docstring warns about
+    rng = np.random.default_rng(3)
+    differ = [lec6fast.dropout_forward(x, p=0.5, rng=rng)[1].bits.tobytes() for _ in range(2)]
+    assert differ[0] != differ[1]
+
+
+def test_two_memmaps_of_one_file_alias_unseen(tmp_path):
+    """The documented limit of the overlap check: it compares addresses, and two maps of one
+    file have different ones.  (The README says so; this records that it is still true.)"""
+    path = tmp_path / "w.bin"
+    np.zeros(1024).tofile(path)
+    a = np.memmap(path, dtype=np.float64, mode="r+", shape=(1024,))
+    b = np.memmap(path, dtype=np.float64, mode="r+", shape=(1024,))
+    assert not np.shares_memory(a, b)
+    lec6fast.momentum_(a, np.ones(1024), b, lr=0.5, mu=0.0)   # accepted: no check can see it
+    a.flush()
+    del a, b
