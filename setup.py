@@ -14,6 +14,7 @@ builds it without threads (every kernel serial), for platforms that have none.
 
 import os
 import platform
+import runpy
 import sys
 from pathlib import Path
 
@@ -23,9 +24,14 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SRC = "src"
-HELPERS = ["_runtime"]                  # compiled once, baseline flags
-# Every other src/<family>.pyx is a kernel family -> lec6fast.<family>[_<level>]
-FAMILIES = sorted(p.stem for p in Path(SRC).glob("*.pyx") if p.stem not in HELPERS)
+# The one list of the compiled modules (lec6fast/_families.py, also imported by _dispatch):
+# HELPERS are compiled once with baseline flags, each family once per SIMD level.
+_listed = runpy.run_path(str(Path("lec6fast", "_families.py")))
+HELPERS, FAMILIES = list(_listed["HELPERS"]), list(_listed["FAMILIES"])
+_unlisted = sorted({p.stem for p in Path(SRC).glob("*.pyx")} - set(HELPERS) - set(FAMILIES))
+if _unlisted:
+    sys.exit(f"setup.py: {', '.join(f'src/{u}.pyx' for u in _unlisted)} not listed in "
+             f"lec6fast/_families.py (FAMILIES or HELPERS)")
 
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386", "x86")
 MSVC = sys.platform == "win32"

@@ -20,7 +20,9 @@ except ImportError as _e:       # pragma: no cover - exercised in a subprocess b
 from . import _dispatch
 from ._dispatch import get_num_threads, set_num_threads
 
-_updates, _dropout, _batchnorm = (_dispatch.kernels(f, _dispatch.level) for f in _dispatch.FAMILIES)
+_updates = _dispatch.kernels("_updates", _dispatch.level)
+_dropout = _dispatch.kernels("_dropout", _dispatch.level)
+_batchnorm = _dispatch.kernels("_batchnorm", _dispatch.level)
 
 sgd_ = _updates.sgd_
 momentum_ = _updates.momentum_

@@ -293,20 +293,23 @@ def run(scenarios=SCENARIOS, *, threads=None, repeat=15, batch_time=0.02, progre
     return rows
 
 
-def format_rows(rows, time_fmt):
-    """Markdown table lines for `rows` (time_fmt formats seconds)."""
+def format_rows(rows):
+    """Markdown table lines for `rows`."""
+    def t(s):
+        return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
     lines = ["| scenario | case | n | 1 thread | threads | ratio | NumPy | vs NumPy |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        numpy_s = time_fmt(r["numpy_s"]) if "numpy_s" in r else "-"
+        numpy_s = t(r["numpy_s"]) if "numpy_s" in r else "-"
         vs = f"{r['speedup_vs_numpy']:.2f}x" if "speedup_vs_numpy" in r else "-"
-        lines.append(f"| {r['scenario']} | {r['case']} | {r['n']:g} | {time_fmt(r['one_thread_s'])} | "
-                     f"{time_fmt(r['threads_s'])} ({r['threads']}) | {r['ratio']:.2f} | {numpy_s} | {vs} |")
+        lines.append(f"| {r['scenario']} | {r['case']} | {r['n']:g} | {t(r['one_thread_s'])} | "
+                     f"{t(r['threads_s'])} ({r['threads']}) | {r['ratio']:.2f} | {numpy_s} | {vs} |")
     return lines
 
 
-if __name__ == "__main__":          # python -m lec6fast._contention [scenario ...]
+if __name__ == "__main__":
+    # python path/to/_contention.py [scenario ...]: a Markdown table, from any installed
+    # lec6fast (only its public API is used), e.g. to compare two builds.
     import sys
-    from lec6fast.cli import _time
     picked = tuple(sys.argv[1:]) or SCENARIOS
-    print("\n".join(format_rows(run(picked, progress=lambda w: print(w, file=sys.stderr)), _time)))
+    print("\n".join(format_rows(run(picked, progress=lambda w: print(w, file=sys.stderr)))))

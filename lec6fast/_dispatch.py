@@ -13,9 +13,9 @@ import os
 import warnings
 
 from . import _runtime
+from ._families import FAMILIES                   # src/<family>.pyx, each built per level
 
 LEVELS = ("baseline", "avx2", "avx512")          # least to most capable
-FAMILIES = ("_updates", "_dropout", "_batchnorm")  # src/<family>.pyx, each built per level
 THREADS_PER_CORE = 4        # the cap: this many threads per core the process may use
 
 _loaded = {}                                      # (family, level) -> module

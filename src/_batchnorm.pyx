@@ -368,15 +368,13 @@ cdef inline void _runs_out(const floating* xb, floating* ob, Py_ssize_t N, Py_ss
 
 cdef void _fwd_train_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
     cdef Py_ssize_t S = p.S, L = p.F * p.S, k = _block_channels(x, p.S, p.F)
-    cdef Py_ssize_t c0 = u * k, nc = min(k, p.F - c0), n, i, j
+    cdef Py_ssize_t c0 = u * k, nc = min(k, p.F - c0), n, i
     cdef const floating* xb = x + c0 * S
     cdef floating* ob = <floating*>p.out + c0 * S
     cdef double acc[BN_RUNS_MAX * BN_PARTS]
     cdef double mean[BN_RUNS_MAX]
     cdef double scale[BN_RUNS_MAX]
     cdef double shift[BN_RUNS_MAX]
-    cdef const floating* r
-    cdef floating* o
     _zero(acc, nc * BN_PARTS)
     for n in range(p.N):
         for i in range(nc):
@@ -394,14 +392,12 @@ cdef void _fwd_train_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil
 
 cdef void _fwd_test_runs(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
     cdef Py_ssize_t S = p.S, L = p.F * p.S, k = _block_channels(x, p.S, p.F)
-    cdef Py_ssize_t c0 = u * k, nc = min(k, p.F - c0), n, i, j
+    cdef Py_ssize_t c0 = u * k, nc = min(k, p.F - c0), i
     cdef const floating* xb = x + c0 * S
     cdef floating* ob = <floating*>p.out + c0 * S
     cdef double mean[BN_RUNS_MAX]
     cdef double scale[BN_RUNS_MAX]
     cdef double shift[BN_RUNS_MAX]
-    cdef const floating* r
-    cdef floating* o
     for i in range(nc):
         scale[i] = _test_feature(x, p, c0 + i, &mean[i], &shift[i])
     _runs_out(xb, ob, p.N, L, S, nc, mean, scale, shift)
@@ -462,7 +458,7 @@ cdef void _unit64(void* ctx, int64_t u) noexcept nogil:
     (<void (*)(double*, const BN*, Py_ssize_t) noexcept nogil>w.unit)(<double*>w.x, w.p, u)
 
 
-cdef void _drive(void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil, floating* x,
+cdef void _run_units(void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil, floating* x,
                  const BN* p, Py_ssize_t units, bint split) noexcept nogil:
     """Run units [0, units) serially, or (split) as the chunks of a job on the pool."""
     cdef Py_ssize_t u
@@ -484,7 +480,7 @@ cdef enum Kind:
     BACKWARD
 
 
-cdef void _run(floating* x, Kind kind, const BN* p, bint split) noexcept nogil:
+cdef void _run_kind(floating* x, Kind kind, const BN* p, bint split) noexcept nogil:
     """Run one call's kernel (see the two kernels above)."""
     cdef void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil
     cdef Py_ssize_t k
@@ -504,18 +500,18 @@ cdef void _run(floating* x, Kind kind, const BN* p, bint split) noexcept nogil:
             unit = _fwd_test_runs[floating]
         else:
             unit = _bwd_runs[floating]
-    _drive(unit, x, p, (p.F + k - 1) // k, split)
+    _run_units(unit, x, p, (p.F + k - 1) // k, split)
 
 
-cdef int _launch(Kind kind, int typenum, BN* p, Py_ssize_t size) except -1:
+cdef int _start(Kind kind, int typenum, BN* p, Py_ssize_t size) except -1:
     cdef bint split = size >= parallel_min(typenum, PAR_BN, PAR_BN)
     if size == 0:
         return 0        # nothing to read or write (and S may be 0)
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            _run(<float*>p.x, kind, p, split)
+            _run_kind(<float*>p.x, kind, p, split)
         else:
-            _run(<double*>p.x, kind, p, split)
+            _run_kind(<double*>p.x, kind, p, split)
     return 0
 
 
@@ -697,7 +693,7 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
     p.beta = cnp.PyArray_BYTES(<cnp.ndarray>beta)
     p.rmean = cnp.PyArray_BYTES(<cnp.ndarray>running_mean)
     p.rvar = cnp.PyArray_BYTES(<cnp.ndarray>running_var)
-    _launch(TRAIN if tr else TEST, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x))
+    _start(TRAIN if tr else TEST, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x))
     return out, (BatchNormCache(x, stats) if tr else None)
 
 
@@ -719,7 +715,6 @@ def batchnorm_backward(dout, cache):
     of another shape or non-contiguous ValueError.  The GIL is released; bit-identical for
     every thread count and SIMD level.
     """
-    cdef PyObject* o[2]
     cdef BN p
     cdef cnp.npy_intp pdims[1]
     if type(cache) is not BatchNormCache:
@@ -749,5 +744,5 @@ def batchnorm_backward(dout, cache):
     p.stats = <double*>cnp.PyArray_DATA(<cnp.ndarray>stats)
     p.dgamma = cnp.PyArray_BYTES(<cnp.ndarray>dgamma)
     p.dbeta = cnp.PyArray_BYTES(<cnp.ndarray>dbeta)
-    _launch(BACKWARD, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x))
+    _start(BACKWARD, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x))
     return dx, dgamma, dbeta

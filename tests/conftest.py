@@ -13,6 +13,7 @@ Test modules get everything through fixtures (no helper module to import):
   kernels_module, parallel_min, num_threads, run_python -- runtime helpers
 """
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -240,6 +241,23 @@ class Bits:
         """Bytes of every array among objs (anything else is recorded by repr)."""
         return [cls.raw(o) if isinstance(o, np.ndarray) else repr(o) for o in objs]
 
+    @staticmethod
+    def same(a, b):
+        """Same dtype, shape and bytes (a bool, for assert and for conditions)."""
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+    @classmethod
+    def all_same(cls, xs, ys):
+        """Two sequences of arrays, pairwise the same (dtype, shape, bytes)."""
+        return len(xs) == len(ys) and all(cls.same(x, y) for x, y in zip(xs, ys))
+
+    @staticmethod
+    def read_only(a):
+        """a, made read-only (a view of the same memory)."""
+        a = a.view()
+        a.flags.writeable = False
+        return a
+
 
 @pytest.fixture(scope="session")
 def bits():
@@ -267,9 +285,10 @@ def kernels_module():
     return _dispatch.kernels("_updates", _dispatch.level)
 
 
-@pytest.fixture
-def parallel_min():
-    """Set the threading threshold of every loaded kernel module; restored afterwards."""
+@contextlib.contextmanager
+def parallel_min_setter():
+    """Yields set_(n), which sets the threading threshold of every loaded _updates module;
+    the thresholds they had are restored on exit."""
     from lec6fast import _dispatch
     mods = [_dispatch.kernels("_updates", lv) for lv in _dispatch.available_levels()]
     saved = [m._get_parallel_min() for m in mods]
@@ -278,9 +297,18 @@ def parallel_min():
         for m in mods:
             m._set_parallel_min(n)
 
-    yield set_
-    for m, n in zip(mods, saved):
-        m._set_parallel_min(n)
+    try:
+        yield set_
+    finally:
+        for m, n in zip(mods, saved):
+            m._set_parallel_min(n)
+
+
+@pytest.fixture
+def parallel_min():
+    """Set the threading threshold of every loaded kernel module; restored afterwards."""
+    with parallel_min_setter() as set_:
+        yield set_
 
 
 @pytest.fixture

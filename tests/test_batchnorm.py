@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import lec6fast
 from lec6fast import _dispatch
 from lec6fast import reference as R
+from conftest import Bits
 
 FAST = _dispatch.kernels("_batchnorm", _dispatch.level)
 LEVELS = _dispatch.available_levels()
@@ -275,11 +276,6 @@ def _args(shape=(8, 4), dtype=np.float32):
     return dict(x=x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
 
 
-def _read_only(a):
-    a.flags.writeable = False
-    return a
-
-
 def _unaligned(shape, dtype):
     n = int(np.prod(shape)) * np.dtype(dtype).itemsize
     return np.zeros(n + 1, np.uint8)[1:].view(dtype).reshape(shape)
@@ -348,11 +344,11 @@ REFUSALS = [
     (ValueError, "x is not aligned", _with(x=lambda a: _unaligned((8, 4), np.float32))),
     (ValueError, "running_var is not aligned", _with(running_var=lambda a: _unaligned((4,), np.float32))),
     # writeability
-    (ValueError, "running_mean is read-only", _with(running_mean=lambda a: _read_only(a["running_mean"]))),
-    (ValueError, "running_var is read-only", _with(running_var=lambda a: _read_only(a["running_var"]))),
-    (ValueError, "out is read-only", _with(out=lambda a: _read_only(np.zeros((8, 4), np.float32)))),
+    (ValueError, "running_mean is read-only", _with(running_mean=lambda a: Bits.read_only(a["running_mean"]))),
+    (ValueError, "running_var is read-only", _with(running_var=lambda a: Bits.read_only(a["running_var"]))),
+    (ValueError, "out is read-only", _with(out=lambda a: Bits.read_only(np.zeros((8, 4), np.float32)))),
     (ValueError, "out is read-only",
-     _with(out=lambda a: _read_only(np.zeros((8, 4), np.float32)), train=False)),
+     _with(out=lambda a: Bits.read_only(np.zeros((8, 4), np.float32)), train=False)),
     # overlap
     (ValueError, "running_mean shares memory with running_var",
      _with(running_var=lambda a: a["running_mean"])),
@@ -425,12 +421,6 @@ def _run_all(mod, shape, dtype):
     return [out, rm, rv, cache.stats, test_out, *mod.batchnorm_backward(dout, cache)]
 
 
-def _same_bits(a, b):
-    assert len(a) == len(b)
-    for u, v in zip(a, b):
-        assert u.dtype == v.dtype and u.shape == v.shape and u.tobytes() == v.tobytes()
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", INVARIANCE_SHAPES, ids=str)
 def test_same_bits_for_every_thread_count(dtype, shape):
@@ -441,7 +431,7 @@ def test_same_bits_for_every_thread_count(dtype, shape):
         serial = _run_all(FAST, shape, dtype)
         for n in (2, 3, 4):
             lec6fast.set_num_threads(n)
-            _same_bits(_run_all(FAST, shape, dtype), serial)
+            assert Bits.all_same(_run_all(FAST, shape, dtype), serial)
     finally:
         lec6fast.set_num_threads(saved_threads)
         FAST._set_parallel_min(saved_min)
@@ -452,7 +442,7 @@ def test_same_bits_for_every_thread_count(dtype, shape):
 def test_same_bits_on_every_simd_level(dtype, shape):
     base = _run_all(_dispatch.kernels("_batchnorm", "baseline"), shape, dtype)
     for level in LEVELS:
-        _same_bits(_run_all(_dispatch.kernels("_batchnorm", level), shape, dtype), base)
+        assert Bits.all_same(_run_all(_dispatch.kernels("_batchnorm", level), shape, dtype), base)
 
 
 def test_cache_is_accepted_across_levels():
@@ -461,7 +451,7 @@ def test_cache_is_accepted_across_levels():
     _, cache = mods[-1].batchnorm_forward(x, gamma, beta, running_mean=rm, running_var=rv)
     expected = mods[-1].batchnorm_backward(dout, cache)
     for mod in mods:
-        _same_bits(mod.batchnorm_backward(dout, cache), expected)
+        assert Bits.all_same(mod.batchnorm_backward(dout, cache), expected)
 
 
 def test_concurrent_calls_from_python_threads():
@@ -487,7 +477,7 @@ def test_concurrent_calls_from_python_threads():
     for t in threads:
         t.join()
     for got, want in zip(results, serial):
-        _same_bits(got, want)
+        assert Bits.all_same(got, want)
 
 
 def test_train_must_be_a_bool():

@@ -102,6 +102,7 @@ def test_json_into_a_closed_pipe_exits_quietly(tmp_path):
                              "--sections", "kernels", *QUICK], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()                     # the reader (`| head`) is gone before the output
-    err = proc.stderr.read().decode()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) in (0, 1)
     assert "Traceback" not in err and "BrokenPipeError" not in err

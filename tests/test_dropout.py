@@ -9,6 +9,7 @@ import pytest
 import lec6fast
 from lec6fast import _dispatch
 from lec6fast import reference as R
+from conftest import Bits
 
 LEVELS = _dispatch.available_levels()
 DTYPES = [np.float32, np.float64]
@@ -19,10 +20,6 @@ SHAPES = [(), (0,), (1,), (7,), (8,), (9,), (127,), (255,), (256,), (257,), (100
 
 def data(shape, dtype, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def same_bits(a, b):
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 # ---------------------------------------------------------------- an independent Philox in NumPy
@@ -152,10 +149,10 @@ def test_forward_and_backward_match_the_reference(dtype, shape, inverted, p):
     assert out.dtype == dtype and out.shape == x.shape and out is not x
     assert mask.shape == x.shape and mask.p == p and mask.inverted == inverted
     # the lecture's x * U (U = keep / p inverted, keep vanilla), with this call's keep-mask
-    assert same_bits(out, R.dropout_backward(x, mask))
+    assert Bits.same(out, R.dropout_backward(x, mask))
     dout = data(shape, dtype, seed=2)
     dx = lec6fast.dropout_backward(dout, mask)
-    assert same_bits(dx, R.dropout_backward(dout, mask))
+    assert Bits.same(dx, R.dropout_backward(dout, mask))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -172,7 +169,7 @@ def test_non_finite_values_propagate_like_the_reference(dtype, p):
         # NaN where the reference has NaN (sign and payload are not promised), all else exact
         for got in (out, lec6fast.dropout_backward(x, mask)):
             assert np.array_equal(np.isnan(got), np.isnan(want))
-            assert np.isnan(want).any() and same_bits(got[~np.isnan(want)], want[~np.isnan(want)])
+            assert np.isnan(want).any() and Bits.same(got[~np.isnan(want)], want[~np.isnan(want)])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -181,14 +178,14 @@ def test_in_place_and_out(dtype):
     want, wmask = lec6fast.dropout_forward(x, p=0.6, rng=4)
     buf = np.empty_like(x)
     got, _ = lec6fast.dropout_forward(x, p=0.6, rng=4, out=buf)
-    assert got is buf and same_bits(got, want)
+    assert got is buf and Bits.same(got, want)
     y = x.copy()
     got, mask = lec6fast.dropout_forward(y, p=0.6, rng=4, out=y)
-    assert got is y and same_bits(y, want) and mask.bits.tobytes() == wmask.bits.tobytes()
+    assert got is y and Bits.same(y, want) and mask.bits.tobytes() == wmask.bits.tobytes()
     dout = data(3001, dtype, seed=9)
     want_dx = lec6fast.dropout_backward(dout, mask)
     got = lec6fast.dropout_backward(dout, mask, out=dout)
-    assert got is dout and same_bits(dout, want_dx)
+    assert got is dout and Bits.same(dout, want_dx)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -198,13 +195,13 @@ def test_test_mode(dtype):
     assert out is x and mask is None                           # inverted: identity, no copy
     buf = np.empty_like(x)
     out, _ = lec6fast.dropout_forward(x, p=0.3, train=False, out=buf)
-    assert out is buf and same_bits(buf, x)
+    assert out is buf and Bits.same(buf, x)
     out, mask = lec6fast.dropout_forward(x, p=0.3, train=False, inverted=False)
     want, _ = R.dropout_forward(x, p=0.3, train=False, inverted=False)
-    assert mask is None and same_bits(out, want)               # vanilla: x * p
+    assert mask is None and Bits.same(out, want)               # vanilla: x * p
     y = x.copy()
     out, _ = lec6fast.dropout_forward(y, p=0.3, train=False, inverted=False, out=y)
-    assert out is y and same_bits(y, want)
+    assert out is y and Bits.same(y, want)
     g = np.random.default_rng(0)
     state = g.bit_generator.state
     lec6fast.dropout_forward(x, p=0.3, train=False, rng=g)
@@ -256,7 +253,7 @@ def test_fraction_kept_and_mean(p):
     sd = np.sqrt(n * p * (1 - p))
     assert abs(kept - n * p) <= 5 * sd + 1e-9, (kept, n * p, sd)
     if p == 1.0:
-        assert kept == n and same_bits(out, x)
+        assert kept == n and Bits.same(out, x)
     # inverted dropout preserves the mean: E[out] = x; sd of the sample mean is sqrt((1-p)/(p n))
     assert abs(out.mean() - 1.0) <= 5 * np.sqrt((1 - p) / (p * n)) + 1e-12
 
@@ -310,15 +307,11 @@ def test_mask_is_compact_and_well_behaved():
     np.testing.assert_array_equal(out != 0, keep)
     assert not mask.bits.flags.writeable
     clone = pickle.loads(pickle.dumps(mask))
-    assert same_bits(lec6fast.dropout_backward(x, clone), lec6fast.dropout_backward(x, mask))
+    assert Bits.same(lec6fast.dropout_backward(x, clone), lec6fast.dropout_backward(x, mask))
     assert "nbytes" in repr(mask)
 
 
 # ---------------------------------------------------------------- refusals leave everything as it was
-
-
-def snapshot(*arrays):
-    return [a.tobytes() if isinstance(a, np.ndarray) else a for a in arrays]
 
 
 FORWARD_REFUSALS = [
@@ -334,7 +327,7 @@ FORWARD_REFUSALS = [
     (ValueError, "p must be a real number", lambda x, o: (x, {"p": "0.5"})),
     (TypeError, "out has dtype float32 but x has float64", lambda x, o: (x, {"out": o.astype(np.float32)})),
     (ValueError, r"out has shape \(6, 5\) but x has shape \(6, 4\)", lambda x, o: (x, {"out": np.empty((6, 5))})),
-    (ValueError, "out is read-only", lambda x, o: (x, {"out": ro(o)})),
+    (ValueError, "out is read-only", lambda x, o: (x, {"out": Bits.read_only(o)})),
     (ValueError, "out must be C-contiguous", lambda x, o: (x, {"out": np.empty((4, 6)).T})),
     (TypeError, "rng must be a numpy.random.Generator", lambda x, o: (x, {"rng": np.random.RandomState(0)})),
     (ValueError, "rng as a seed must be a non-negative int, got -1", lambda x, o: (x, {"rng": -1})),
@@ -349,12 +342,6 @@ FORWARD_REFUSALS = [
 ]
 
 
-def ro(a):
-    a = a.copy()
-    a.flags.writeable = False
-    return a
-
-
 @pytest.mark.parametrize("exc, match, make", FORWARD_REFUSALS)
 def test_forward_refusals_change_nothing(exc, match, make):
     x = data((6, 4), np.float64)
@@ -362,12 +349,12 @@ def test_forward_refusals_change_nothing(exc, match, make):
     arg, kw = make(x, o)
     kw = {"p": 0.5, "rng": np.random.default_rng(0), **kw}
     watched = [v for v in [arg, *kw.values()] if isinstance(v, np.ndarray)]
-    before = snapshot(*watched)
+    before = Bits.snapshot(*watched)
     gen = kw["rng"] if isinstance(kw["rng"], np.random.Generator) else None
     state = gen.bit_generator.state if gen is not None else None
     with pytest.raises(exc, match=match):
         lec6fast.dropout_forward(arg, **kw)
-    assert snapshot(*watched) == before
+    assert Bits.snapshot(*watched) == before
     if gen is not None:
         assert gen.bit_generator.state == state      # a refused call draws nothing
 
@@ -377,7 +364,7 @@ def test_out_over_exactly_x_is_in_place():
     want, _ = lec6fast.dropout_forward(x, p=0.4, rng=3)
     y = x.copy()
     got, _ = lec6fast.dropout_forward(y, p=0.4, rng=3, out=y[...])     # another view, same memory
-    assert same_bits(y, want) and same_bits(got, want)
+    assert Bits.same(y, want) and Bits.same(got, want)
 
 
 def test_backward_refuses_out_over_the_mask():
@@ -407,7 +394,7 @@ def test_backward_refusals_change_nothing():
     _, mask = lec6fast.dropout_forward(x, p=0.5, rng=0)
     dout = data(100, np.float32, seed=1)
     out = np.zeros(100, np.float32)
-    before = snapshot(dout, out)
+    before = Bits.snapshot(dout, out)
     cases = [
         (TypeError, "mask must be the DropoutMask", lambda: lec6fast.dropout_backward(dout, mask.to_array())),
         (TypeError, "mask must be the DropoutMask", lambda: lec6fast.dropout_backward(dout, None)),
@@ -417,7 +404,7 @@ def test_backward_refusals_change_nothing():
         (TypeError, "dout must be a numpy.ndarray", lambda: lec6fast.dropout_backward(list(dout), mask)),
         (TypeError, "out has dtype float64 but dout has float32",
          lambda: lec6fast.dropout_backward(dout, mask, out=np.zeros(100))),
-        (ValueError, "out is read-only", lambda: lec6fast.dropout_backward(dout, mask, out=ro(out))),
+        (ValueError, "out is read-only", lambda: lec6fast.dropout_backward(dout, mask, out=Bits.read_only(out))),
         (ValueError, "mask.bits is not the packed mask",
          lambda: lec6fast.dropout_backward(dout, lec6fast.DropoutMask(mask.bits[:5], (100,), 0.5, True))),
         (ValueError, r"mask.p must be in \(0, 1\]",
@@ -426,4 +413,4 @@ def test_backward_refusals_change_nothing():
     for exc, match, call in cases:
         with pytest.raises(exc, match=match):
             call()
-        assert snapshot(dout, out) == before
+        assert Bits.snapshot(dout, out) == before

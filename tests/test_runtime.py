@@ -169,11 +169,19 @@ def test_thread_count_invariance_small_arrays_forced_parallel(kernel, dtype, bit
         kernels_module._set_chunk(0)
 
 
-def test_parallel_min_fixture_restores(kernels_module, parallel_min):
+def test_parallel_min_fixture_restores(kernels_module):
+    """The fixture's teardown (parallel_min_setter's exit) puts back what was there, also when
+    the test body raises."""
+    from conftest import parallel_min_setter
     before = kernels_module._get_parallel_min()
-    parallel_min(5)
-    assert kernels_module._get_parallel_min() == 5
-    parallel_min(before)
+    with parallel_min_setter() as set_:
+        set_(5)
+        assert kernels_module._get_parallel_min() == 5
+    assert kernels_module._get_parallel_min() == before
+    with pytest.raises(RuntimeError):
+        with parallel_min_setter() as set_:
+            set_(7)
+            raise RuntimeError
     assert kernels_module._get_parallel_min() == before
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import lec6fast
 from lec6fast import _dispatch, _runtime, reference
+from conftest import Bits
 
 pytestmark = pytest.mark.skipif(not _runtime.HAS_THREADS, reason="a build without threads")
 
@@ -54,10 +55,6 @@ def every_kernel_call(seed=0, n=N, dtype=np.float32):
     return [("updates", updates), ("dropout", dropout), ("batchnorm", batchnorm)]
 
 
-def same_bits(a, b):
-    return len(a) == len(b) and all(u.tobytes() == v.tobytes() for u, v in zip(a, b))
-
-
 @pytest.fixture
 def threads():
     saved = lec6fast.get_num_threads()
@@ -83,14 +80,14 @@ def test_calls_complete_on_the_caller_while_the_workers_cannot_run(threads):
         _runtime._hold_workers(True)
         try:
             for name, call in calls:
-                assert same_bits(call(), serial[name]), (name, nt)
+                assert Bits.all_same(call(), serial[name]), (name, nt)
             during = _runtime.pool_stats()
         finally:
             _runtime._hold_workers(False)
         assert during["worker_chunks"] == before["worker_chunks"], "a held worker ran a chunk"
         assert during["jobs"] > before["jobs"], "the calls did not go through the pool"
         for name, call in calls:            # released: the workers take part again
-            assert same_bits(call(), serial[name]), (name, nt)
+            assert Bits.all_same(call(), serial[name]), (name, nt)
 
 
 def test_workers_take_part_on_an_idle_machine(threads):
@@ -125,7 +122,7 @@ def test_same_bits_next_to_processes_that_keep_every_core_busy(threads):
             threads(nt)
             for _ in range(3):
                 for name, call in calls:
-                    assert same_bits(call(), serial[name]), (name, nt)
+                    assert Bits.all_same(call(), serial[name]), (name, nt)
     finally:
         stop.set()
         for p in procs:
@@ -257,7 +254,7 @@ def test_python_threads_calling_at_once_share_the_pool_safely(threads):
         try:
             for _ in range(5):
                 for name, call in calls:
-                    if not same_bits(call(), serial[name]):
+                    if not Bits.all_same(call(), serial[name]):
                         errors.append(name)
         except BaseException as e:
             errors.append(repr(e))

@@ -273,13 +273,18 @@ def test_bad_hyperparameters_are_value_error(kernel, dtype, rng, bits):
     assert checked >= len(kernel.ranges) * 8
 
 
-def test_edge_values_in_range_are_accepted(kernel, dtype, rng):
+def test_edge_values_in_range_are_accepted(kernel, dtype, rng, bits):
     """The closed ends of every range: lr = 0, unit parameters = 0, smallest eps, t = 1."""
     edge = {"nonneg": 0.0, "positive": 5e-324, "unit": 0.0, "step": 1}
     for name, kind in kernel.ranges.items():
         arrays = kernel.make(SHAPE, dtype, rng)
+        want = {a: arr.copy() for a, arr in arrays.items()}
+        hyper = kernel.hyper(**{name: edge[kind]})
         with np.errstate(all="ignore"):
-            assert kernel.call(kernel.fast, arrays, **kernel.hyper(**{name: edge[kind]})) is None
+            assert kernel.call(kernel.fast, arrays, **hyper) is None
+            kernel.call(kernel.ref, want, **hyper)
+        for a in kernel.arrays:            # and computed what the reference computes there
+            bits.assert_equal_nan(arrays[a], want[a], f"{kernel.name} {name}={edge[kind]} {a}")
 
 
 def test_missing_and_positional_hyperparameters_are_type_error(kernel_table, rng, bits):
@@ -336,10 +341,15 @@ def test_zero_dimensional_arrays(kernel, dtype, rng, bits):
 
 @pytest.mark.parametrize("shape", [(0,), (0, 3), (3, 0, 2)], ids=str)
 def test_empty_arrays_are_a_no_op(kernel, dtype, bits, shape):
-    arrays = {a: np.empty(shape, dtype=dtype) for a in kernel.arrays}
+    """Empty views into the middle of larger buffers: the call returns None, and not a byte of
+    the buffers around them changes (an empty call must not touch memory next to its arrays)."""
+    buffers = {a: np.full(64, -3.5, dtype=dtype) for a in kernel.arrays}
+    arrays = {a: buf[32:32].reshape(shape) for a, buf in buffers.items()}
+    before = bits.snapshot(*buffers.values())
     assert kernel.call(kernel.fast, arrays, **kernel.hyper()) is None
     for a in kernel.arrays:
         assert arrays[a].shape == shape and arrays[a].dtype == dtype
+    assert bits.snapshot(*buffers.values()) == before
 
 
 def test_empty_arrays_still_validated(kernel, bits):

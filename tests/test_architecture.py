@@ -1,0 +1,72 @@
+"""What may import what (ARCHITECTURE.md), checked on the installed package's sources.
+
+Every import statement of every module is read with `ast`, at any depth (an import inside a
+function counts too, except where a rule says "at module level").
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import lec6fast
+
+PACKAGE = Path(lec6fast.__file__).resolve().parent
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+BENCH_AND_CLI = {"_bench", "_contention", "cli", "__main__"}
+
+
+def imports(module, top_level_only=False):
+    """{(imported module, its lec6fast submodule or None)} of `module`."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {(a.name, None) for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:                                  # from . import x / from .x import y
+                if node.module:
+                    found.add(("lec6fast", node.module.split(".")[0]))
+                else:
+                    found |= {("lec6fast", a.name) for a in node.names}
+            elif node.module == "lec6fast":
+                found |= {("lec6fast", a.name) for a in node.names}
+            elif node.module.startswith("lec6fast."):
+                found.add(("lec6fast", node.module.split(".")[1]))
+            else:
+                found.add((node.module, None))
+    return found
+
+
+def lec6fast_modules(module, **kw):
+    return {sub for name, sub in imports(module, **kw) if name == "lec6fast" and sub}
+
+
+def test_the_walk_sees_the_modules():
+    assert {"__init__", "reference", "_dispatch", "_bench", "cli"} <= set(MODULES)
+    assert "_dispatch" in lec6fast_modules("__init__")
+    assert "_bench" in lec6fast_modules("cli")
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m not in BENCH_AND_CLI])
+def test_no_library_module_imports_the_benchmarks_or_the_cli(module):
+    assert not lec6fast_modules(module) & BENCH_AND_CLI, module
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_torch_is_imported_only_by_the_benchmarks_and_never_at_module_level(module):
+    top = {name.split(".")[0] for name, _ in imports(module, top_level_only=True)}
+    assert "torch" not in top, module
+    anywhere = {name.split(".")[0] for name, _ in imports(module)}
+    if module not in BENCH_AND_CLI:
+        assert "torch" not in anywhere, module
+
+
+def test_the_reference_needs_numpy_only():
+    assert {name.split(".")[0] for name, _ in imports("reference")} == {"numpy"}
+
+
+def test_the_benchmarks_do_not_import_the_cli():
+    for module in ("_bench", "_contention"):
+        assert "cli" not in lec6fast_modules(module), module
