@@ -45,6 +45,7 @@ cdef extern from *:
     int64_t lec6_pool_stat_worker_chunks "LEC6_LOAD(&lec6_p.stats_chunks_by_workers.v)"
     void lec6_pool_set_hold "LEC6_STORE_HOLD"(int hold)
     long long lec6_spin_ns "lec6_p.spin_ns"
+    long long lec6_hot_spin_ns "lec6_p.hot_spin_ns"
     int lec6_flush_denormals(int on)
     int lec6_refuse_from "lec6_p.refuse_from"
 
@@ -113,11 +114,15 @@ def _refuse_workers_from(int n):
     lec6_refuse_from = max(n, 0)
 
 
-def _set_spin_us(double us):
-    """Benchmarks only: how long an idle worker spins before it sleeps."""
-    global lec6_spin_ns
+def _set_spin_us(double us, hot_us=None):
+    """Benchmarks only: how long an idle worker spins before it sleeps, and for how much of
+    that it does not yield its core."""
+    global lec6_spin_ns, lec6_hot_spin_ns
     lec6_spin_ns = <long long>(us * 1000)
+    if hot_us is not None:
+        lec6_hot_spin_ns = <long long>(hot_us * 1000)
 
 
 def _get_spin_us():
-    return lec6_spin_ns / 1000.0
+    """(spin, hot spin) in microseconds."""
+    return lec6_spin_ns / 1000.0, lec6_hot_spin_ns / 1000.0

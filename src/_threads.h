@@ -149,6 +149,7 @@ static struct {
     int workers;                        /* worker threads alive, indices 1..workers */
     int closed;                         /* after lec6_pool_shutdown: serial for good */
     int64_t spin_ns;                    /* how long an idle worker spins before sleeping */
+    int64_t hot_spin_ns;                /* of which the first part without yielding */
 #if defined(LEC6_PTHREADS)
     pthread_mutex_t lock;
     pthread_cond_t wake[LEC6_MAX_THREADS];  /* worker w waits on wake[w] for a job */
@@ -163,7 +164,8 @@ static struct {
 
 #define LEC6_CLOSED_RANGE 0xffffffffu
 #define LEC6_CALLER_SPINS 2000          /* pause instructions before a waiting caller sleeps */
-#define LEC6_DEFAULT_SPIN_NS 300000     /* an idle worker spins (yielding) this long, then sleeps */
+#define LEC6_DEFAULT_SPIN_NS 300000     /* an idle worker spins this long, then sleeps */
+#define LEC6_DEFAULT_HOT_SPIN_NS 20000  /* the first part without yielding the core */
 
 /* ---------------------------------------------------------------- platform glue */
 #if defined(LEC6_PTHREADS)
@@ -258,18 +260,23 @@ static void lec6_wait_for_job(uint64_t seen, int me, int spin)
 {
     int64_t t0 = 0;
     int k;
+    /* Hot for a few microseconds (pause only: a call of a training loop usually follows
+     * within that), then yielding the core at every turn, then asleep. */
     for (k = 0; spin; k++) {
         if (LEC6_LOAD(&lec6_p.gen.v) != seen || me >= (int)LEC6_LOAD(&lec6_p.stop_from.v))
             return;
-        if (k < 64) {
-            LEC6_PAUSE();
-            continue;
-        }
-        if (k == 64)
+        if (k == 0)
             t0 = lec6_now_ns();
-        else if ((k & 7) == 0 && lec6_now_ns() - t0 > lec6_p.spin_ns)
-            break;
-        LEC6_YIELD();
+        if ((k & 63) == 63) {
+            int64_t spent = lec6_now_ns() - t0;
+            if (spent > lec6_p.spin_ns)
+                break;
+            if (spent > lec6_p.hot_spin_ns) {
+                LEC6_YIELD();
+                continue;
+            }
+        }
+        LEC6_PAUSE();
     }
     /* The caller stores the generation, then reads asleep[me]; this worker stores asleep[me],
      * then reads the generation (all sequentially consistent): one of the two sees the other,
@@ -492,6 +499,7 @@ static void lec6_pool_init(int threads)
 {
     lec6_p.threads = threads < 1 ? 1 : threads;
     lec6_p.spin_ns = LEC6_DEFAULT_SPIN_NS;
+    lec6_p.hot_spin_ns = LEC6_DEFAULT_HOT_SPIN_NS;
     LEC6_STORE(&lec6_p.stop_from.v, LEC6_MAX_THREADS);
 #if !defined(LEC6_NO_THREADS)
     lec6_init_sync();
