@@ -63,6 +63,7 @@ ctypedef struct BN:
     Py_ssize_t N        # rows (samples)
     Py_ssize_t F        # features: D, or channels C
     Py_ssize_t S        # contiguous run per row and feature: H*W, or 1 for (N, D)
+    Py_ssize_t first    # column kernels: features in block 0 (see _first_block)
     double m            # M = N*S, the count each feature is normalized over
     double momentum
     double eps
@@ -120,6 +121,27 @@ cdef inline bint _use_columns(floating* tag, Py_ssize_t S) noexcept nogil:
 
 cdef inline Py_ssize_t _block_features(floating* tag, Py_ssize_t S) noexcept nogil:
     return max(1, BN_BLOCK_BYTES // (S * <Py_ssize_t>sizeof(floating)))
+
+
+cdef inline Py_ssize_t _first_block(floating* tag, const BN* p, Py_ssize_t k) noexcept nogil:
+    """Features in column block 0, chosen so that every later block's part of each row of the
+    written array (out, or dx) starts on a 64-byte cache line, where the rows allow it (else
+    k).  Two threads writing two halves of one line make it bounce between their cores: with
+    out 16 bytes off a line (NumPy's usual for large arrays), 2 threads ran batch norm at
+    195x512 no faster than 1.  Block sizes never change a feature's order of summation."""
+    cdef Py_ssize_t width = p.S * <Py_ssize_t>sizeof(floating), f
+    cdef size_t off = <size_t>p.out % 64
+    if off == 0 or (p.F * width) % 64 != 0:
+        return k
+    for f in range(1, k + 1):
+        if (off + <size_t>(f * width)) % 64 == 0:
+            return f
+    return k
+
+
+cdef inline Py_ssize_t _block_start(const BN* p, Py_ssize_t u, Py_ssize_t k) noexcept nogil:
+    """The first feature of column block u (block 0 has p.first features, the others k)."""
+    return 0 if u == 0 else p.first + (u - 1) * k
 
 
 # The sweeps take four rows at a time over the block's columns (the loads and stores of the
@@ -218,7 +240,8 @@ cdef inline void _spread(double* col, Py_ssize_t S, Py_ssize_t i, double v) noex
 
 cdef void _fwd_train_cols(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
     cdef Py_ssize_t S = p.S, L = p.F * p.S, k = _block_features(x, p.S)
-    cdef Py_ssize_t f0 = u * k, nf = min(k, p.F - f0), w = nf * S, i, j
+    cdef Py_ssize_t f0 = _block_start(p, u, k)
+    cdef Py_ssize_t nf = min(p.first if u == 0 else k, p.F - f0), w = nf * S, i, j
     cdef const floating* xb = x + f0 * S
     cdef double s[BN_BLOCK_MAX]
     cdef double mean[BN_BLOCK_MAX]
@@ -242,7 +265,7 @@ cdef void _fwd_train_cols(floating* x, const BN* p, Py_ssize_t u) noexcept nogil
 
 cdef void _fwd_test_cols(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
     cdef Py_ssize_t S = p.S, k = _block_features(x, p.S)
-    cdef Py_ssize_t f0 = u * k, nf = min(k, p.F - f0), i
+    cdef Py_ssize_t f0 = _block_start(p, u, k), nf = min(p.first if u == 0 else k, p.F - f0), i
     cdef double mean[BN_BLOCK_MAX]
     cdef double scale[BN_BLOCK_MAX]
     cdef double shift[BN_BLOCK_MAX]
@@ -257,7 +280,8 @@ cdef void _fwd_test_cols(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
 
 cdef void _bwd_cols(floating* x, const BN* p, Py_ssize_t u) noexcept nogil:
     cdef Py_ssize_t S = p.S, L = p.F * p.S, k = _block_features(x, p.S)
-    cdef Py_ssize_t f0 = u * k, nf = min(k, p.F - f0), w = nf * S, n, i, j
+    cdef Py_ssize_t f0 = _block_start(p, u, k)
+    cdef Py_ssize_t nf = min(p.first if u == 0 else k, p.F - f0), w = nf * S, n, i, j
     cdef const floating* xb = x + f0 * S
     cdef const floating* db = <const floating*>p.dout + f0 * S
     cdef double mean[BN_BLOCK_MAX]
@@ -480,12 +504,14 @@ cdef enum Kind:
     BACKWARD
 
 
-cdef void _run_kind(floating* x, Kind kind, const BN* p, bint split) noexcept nogil:
+cdef void _run_kind(floating* x, Kind kind, BN* p, bint split) noexcept nogil:
     """Run one call's kernel (see the two kernels above)."""
     cdef void (*unit)(floating*, const BN*, Py_ssize_t) noexcept nogil
-    cdef Py_ssize_t k
+    cdef Py_ssize_t k, units
     if _use_columns(x, p.S):
         k = _block_features(x, p.S)
+        p.first = _first_block(x, p, k)
+        units = 1 + (max(p.F - p.first, 0) + k - 1) // k
         if kind == TRAIN:
             unit = _fwd_train_cols[floating]
         elif kind == TEST:
@@ -500,7 +526,8 @@ cdef void _run_kind(floating* x, Kind kind, const BN* p, bint split) noexcept no
             unit = _fwd_test_runs[floating]
         else:
             unit = _bwd_runs[floating]
-    _run_units(unit, x, p, (p.F + k - 1) // k, split)
+        units = (p.F + k - 1) // k
+    _run_units(unit, x, p, units, split)
 
 
 cdef int _start(Kind kind, int typenum, BN* p, Py_ssize_t size) except -1:

@@ -504,3 +504,39 @@ def test_reference_backward_handles_zero_features():
                                      running_var=np.empty(0))
     dx, dgamma, dbeta = R.batchnorm_backward(x, cache)
     assert dx.shape == (4, 0) and dgamma.shape == dbeta.shape == (0,)
+
+
+def _at_offset(shape, dtype, offset):
+    """An array whose data starts `offset` bytes past a 64-byte boundary."""
+    n, item = int(np.prod(shape)), np.dtype(dtype).itemsize
+    buf = np.empty(n * item + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    return buf[start:start + n * item].view(dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(195, 512), (33, 260), (8, 3, 5, 5)], ids=str)
+def test_same_bits_wherever_out_starts(dtype, shape):
+    """Column blocks start where the written array's rows meet a cache line, so the blocks
+    depend on out's address; the results must not (1 to 4 threads, every offset)."""
+    x, gamma, beta, rm, rv, dout = make(shape, dtype, seed=9)
+    saved_threads, saved_min = lec6fast.get_num_threads(), FAST._get_parallel_min()
+    results = set()
+    try:
+        FAST._set_parallel_min(1)
+        for threads in (1, 2, 4):
+            lec6fast.set_num_threads(threads)
+            for offset in range(0, 64, np.dtype(dtype).itemsize * 2):
+                out = _at_offset(shape, dtype, offset)
+                r = [rm.copy(), rv.copy()]
+                _, cache = lec6fast.batchnorm_forward(x, gamma, beta, running_mean=r[0],
+                                                      running_var=r[1], out=out)
+                test_out = _at_offset(shape, dtype, offset)
+                lec6fast.batchnorm_forward(x, gamma, beta, running_mean=rm, running_var=rv,
+                                           train=False, out=test_out)
+                grads = lec6fast.batchnorm_backward(dout, cache)
+                results.add(tuple(a.tobytes() for a in (out, *r, test_out, *grads)))
+    finally:
+        lec6fast.set_num_threads(saved_threads)
+        FAST._set_parallel_min(saved_min)
+    assert len(results) == 1
