@@ -5,8 +5,9 @@
 # code: a __float__, an __index__, an int subclass's __lt__), then check every array with
 # C-level reads only (type number, dimensions, strides, flags, data pointer), then launch with
 # exactly what the checks saw.  No Python code of the caller's may run between the checks and
-# the kernel: it could re-type, resize or freeze an array that was already checked.  Nothing here writes to a user
-# array; the kernels are the only writers, and they run only after every check has passed.
+# the kernel: it could re-type, resize or freeze an array that was already checked.  Nothing
+# here writes to a user array; the kernels are the only writers, and they run only after every
+# check has passed.
 
 cimport numpy as cnp
 from cpython.object cimport PyObject
@@ -222,7 +223,8 @@ cdef int flag(str fn, str name, object value) except -1:
 # Each kernel has its own (float32, float64) element count from which its arrays are split
 # across the threads: below it, the job's bookkeeping costs more than a second thread saves
 # (and no thread is woken at all).  The values were measured on the 2-core development
-# machine; a cheap kernel (sgd_) needs 64K float32 elements, adam_ 16K.
+# machine with the OpenMP driver that preceded the pool (whose jobs cost less, so they could
+# come down); a cheap kernel (sgd_) needs 64K float32 elements, adam_ 16K.
 cdef Py_ssize_t _forced_parallel_min = 0     # tests: > 0 overrides every kernel's threshold
 cdef Py_ssize_t _forced_chunk = 0            # tests: > 0 overrides the chunk size (elements)
 

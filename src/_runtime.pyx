@@ -37,7 +37,7 @@ cdef extern from *:
     enum: LEC6_MAX_THREADS
     void lec6_pool_init(int threads)
     int lec6_pool_threads()
-    void lec6_pool_set_threads(int threads) nogil
+    void lec6_pool_set_threads(int threads)
     void lec6_pool_shutdown() nogil
     int lec6_pool_workers()
     int lec6_pool_has_threads()
@@ -71,9 +71,8 @@ POOL = PyCapsule_New(<void*>&lec6_pool_table, "lec6fast._runtime.POOL", NULL)
 
 def set_threads(int n):
     """Threads every kernel uses (1..MAX_THREADS, checked by lec6fast._dispatch); workers
-    beyond n exit now, missing ones start on the next large call."""
-    with nogil:
-        lec6_pool_set_threads(n)
+    beyond n sleep until it rises, missing ones start on the next large call that needs them."""
+    lec6_pool_set_threads(n)
 
 
 def get_threads():
