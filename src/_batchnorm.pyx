@@ -64,6 +64,7 @@ ctypedef struct BN:
     Py_ssize_t F        # features: D, or channels C
     Py_ssize_t S        # contiguous run per row and feature: H*W, or 1 for (N, D)
     Py_ssize_t first    # column kernels: features in block 0 (see _first_block)
+    Py_ssize_t out_bytes    # bytes of out (for _touch_pages)
     double m            # M = N*S, the count each feature is normalized over
     double momentum
     double eps
@@ -530,11 +531,37 @@ cdef void _run_kind(floating* x, Kind kind, BN* p, bint split) noexcept nogil:
     _run_units(unit, x, p, units, split)
 
 
-cdef int _start(Kind kind, int typenum, BN* p, Py_ssize_t size) except -1:
+cdef enum:
+    PAGE_BYTES = 4096
+    PAGES_PER_CHUNK = 16
+
+
+cdef void _touch_pages(void* ctx, int64_t c) noexcept nogil:
+    cdef BN* p = <BN*>ctx
+    cdef char* lo = p.out + c * PAGES_PER_CHUNK * PAGE_BYTES
+    cdef char* end = p.out + p.out_bytes
+    cdef char* q = lo
+    while q < end and q < lo + PAGES_PER_CHUNK * PAGE_BYTES:
+        q[0] = 0
+        q += PAGE_BYTES
+
+
+cdef int _start(Kind kind, int typenum, BN* p, Py_ssize_t size, bint fresh_out=False) except -1:
+    """Run a call's kernel; fresh_out: p.out was just allocated by this call."""
     cdef bint split = size >= parallel_min(typenum, PAR_BN, PAR_BN)
+    cdef int nt = num_threads()
     if size == 0:
         return 0        # nothing to read or write (and S may be 0)
     with nogil:
+        if fresh_out and split and nt > 1:
+            # Fresh pages are mapped on first write, and every column block writes to every
+            # page of the rows: two threads faulting on the same pages serialize, and on this
+            # kind of machine ran 2 threads no faster than 1.  Touch one byte a page first, by
+            # page ranges (a job of its own: each page faults in exactly one thread); the
+            # kernel overwrites every byte afterwards.
+            p.out_bytes = size * (4 if typenum == cnp.NPY_FLOAT32 else 8)
+            _pool.run(_touch_pages, p, (p.out_bytes + PAGES_PER_CHUNK * PAGE_BYTES - 1)
+                      // (PAGES_PER_CHUNK * PAGE_BYTES), nt)
         if typenum == cnp.NPY_FLOAT32:
             _run_kind(<float*>p.x, kind, p, split)
         else:
@@ -696,6 +723,7 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
         o[5] = <PyObject*>out
         n = 6
     cdef int typenum = _check_forward(o, n, tr)
+    cdef bint fresh_out = out is None
     _fill_shape(&p, <cnp.ndarray>x)
     if out is None:
         out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
@@ -720,7 +748,7 @@ def batchnorm_forward(x, gamma, beta, *, running_mean, running_var, train=True,
     p.beta = cnp.PyArray_BYTES(<cnp.ndarray>beta)
     p.rmean = cnp.PyArray_BYTES(<cnp.ndarray>running_mean)
     p.rvar = cnp.PyArray_BYTES(<cnp.ndarray>running_var)
-    _start(TRAIN if tr else TEST, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x))
+    _start(TRAIN if tr else TEST, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x), fresh_out)
     return out, (BatchNormCache(x, stats) if tr else None)
 
 
@@ -771,5 +799,5 @@ def batchnorm_backward(dout, cache):
     p.stats = <double*>cnp.PyArray_DATA(<cnp.ndarray>stats)
     p.dgamma = cnp.PyArray_BYTES(<cnp.ndarray>dgamma)
     p.dbeta = cnp.PyArray_BYTES(<cnp.ndarray>dbeta)
-    _start(BACKWARD, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x))
+    _start(BACKWARD, typenum, &p, cnp.PyArray_SIZE(<cnp.ndarray>x), True)
     return dx, dgamma, dbeta
