@@ -233,14 +233,26 @@ static inline void lec6_chunk_done(void)
 }
 
 /* Participant `me` takes chunks of job `gen`, its home range first, then the others'.
- * Returns the number of chunks it ran. */
-static int64_t lec6_take_part(int me, uint64_t gen, int parts, lec6_chunk_fn fn, void *ctx)
+ * The job's fn and ctx (and, for a worker, its floating-point mode) are read after the first
+ * successful claim: until then they may belong to a later job, and a claim in job `gen` only
+ * succeeds while that job has chunks left.  Returns the number of chunks it ran. */
+static int64_t lec6_take_part(int me, uint64_t gen, int parts, uint64_t *fpmode)
 {
+    lec6_chunk_fn fn = NULL;
+    void *ctx = NULL;
     int64_t ran = 0, c;
     int k;
     for (k = 0; k < parts; k++) {
         int r = (me + k) % parts;
         while ((c = lec6_claim(r, gen)) >= 0) {
+            if (fn == NULL) {
+                fn = lec6_p.fn;
+                ctx = lec6_p.ctx;
+                if (fpmode && lec6_p.fpmode != *fpmode) {
+                    *fpmode = lec6_p.fpmode;
+                    LEC6_SET_FPMODE(*fpmode);
+                }
+            }
             fn(ctx, c);
             ran++;
             if (me != 0)
@@ -302,27 +314,13 @@ static void lec6_worker(int me)
         seen = LEC6_LOAD(&lec6_p.gen.v);
         while (LEC6_LOAD(&lec6_p.hold.v))
             lec6_nap();
-        /* parts, fn, ctx and fpmode may already belong to a later job; a claim in job `seen`
-         * only succeeds while that job has chunks left, i.e. while they are still its own. */
+        /* parts may already belong to a later job: then job `seen` is over, and every claim
+         * in it fails (see lec6_take_part). */
         int parts = lec6_p.parts;
         if (me >= parts)
             continue;
-        int64_t c = lec6_claim(me, seen & 0xffffffffu);
-        int r;
-        for (r = 1; c < 0 && r < parts; r++)
-            c = lec6_claim((me + r) % parts, seen & 0xffffffffu);
+        lec6_take_part(me, seen & 0xffffffffu, parts, &fpmode);
         spin = 1;
-        if (c < 0)
-            continue;                   /* woke too late: nothing left */
-        lec6_chunk_fn fn = lec6_p.fn;
-        void *ctx = lec6_p.ctx;
-        if (lec6_p.fpmode != fpmode) {
-            fpmode = lec6_p.fpmode;
-            LEC6_SET_FPMODE(fpmode);
-        }
-        fn(ctx, c);
-        lec6_chunk_done();
-        lec6_take_part(me, seen & 0xffffffffu, parts, fn, ctx);
     }
 }
 
@@ -471,7 +469,7 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         }
     }
 
-    int64_t mine = lec6_take_part(0, gen, (int)parts, fn, ctx);
+    int64_t mine = lec6_take_part(0, gen, (int)parts, NULL);
     if ((int64_t)LEC6_ADD(&lec6_p.done.v, (uint64_t)mine) != nchunks) {
         /* Only chunks that workers claimed, i.e. are running, are left: wait for them, briefly
          * spinning, then asleep so that a preempted worker can have this core. */
