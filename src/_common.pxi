@@ -15,8 +15,8 @@ from cpython.type cimport PyType_IsSubtype
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.math cimport isfinite
-from libc.string cimport memcmp
+from libc.math cimport isfinite, pow
+from libc.string cimport memcmp, memset
 from libc.stdint cimport uint32_t, int64_t
 from cython cimport floating
 from numbers import Real as _Real, Integral as _Integral
@@ -267,10 +267,41 @@ def _set_chunk(Py_ssize_t n):
     _forced_chunk = max(n, 0)
 
 
+ctypedef struct Hyper:
+    # A call's hyperparameters in double, by name; each kernel rounds what it uses to its dtype.
+    # What the user gives:
+    double lr, mu, eps, decay, beta1, beta2    # decay: RMSProp's decay_rate, or the EMA's decay
+    double scale                               # dropout's 1/p (or 1), the probes' s
+    # What derive() computes from them, once per call:
+    double neg_lr, neg_mu, one_plus_mu, one_minus_decay
+    double one_minus_beta1, one_minus_beta2, corr1, corr2     # corr = 1 - beta**t
+
+
 ctypedef struct Step:
     char* a[6]          # data pointers of the call's arrays, in signature order (a[0] is x)
-    double h[8]         # derived hyperparameters in double; each kernel rounds them to its dtype
+    Hyper h
     uint32_t k[5]       # integer parameters (random-number key and nonce, threshold)
+
+
+cdef inline Step new_step() noexcept nogil:
+    """A Step with every field zero (a wrapper then sets what its kernel reads)."""
+    cdef Step s
+    memset(&s, 0, sizeof(Step))
+    return s
+
+
+cdef inline void derive(Hyper* h, double t) noexcept nogil:
+    """The derived hyperparameters of every update rule, for the 1-based step t (Adam's bias
+    correction; 0 where a rule has no t).  In double, as lec6fast.reference computes them."""
+    h.neg_lr = -h.lr
+    h.neg_mu = -h.mu
+    h.one_plus_mu = 1.0 + h.mu
+    h.one_minus_decay = 1.0 - h.decay
+    h.one_minus_beta1 = 1.0 - h.beta1
+    h.one_minus_beta2 = 1.0 - h.beta2
+    if t > 0:
+        h.corr1 = 1.0 - pow(h.beta1, t)
+        h.corr2 = 1.0 - pow(h.beta2, t)
 
 
 ctypedef void (*kernel32)(float*, const Step*, Py_ssize_t, Py_ssize_t) noexcept nogil

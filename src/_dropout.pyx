@@ -67,7 +67,7 @@ cdef void _forward(floating* out, const Step* s, Py_ssize_t lo, Py_ssize_t hi) n
     # draws plus, at the very end of the array, one partial group.
     cdef const floating* x = <const floating*>s.a[1]
     cdef uint8_t* bits = <uint8_t*>s.a[2]
-    cdef double scale = s.h[0]
+    cdef double scale = s.h.scale
     cdef uint32_t last_kept = s.k[4]          # keep iff u <= last_kept
     cdef uint32_t u[LEC6_PHILOX_DRAWS]
     cdef uint8_t tail[LEC6_PHILOX_MASK_BYTES]
@@ -92,7 +92,7 @@ cdef void _backward(floating* dx, const Step* s, Py_ssize_t lo, Py_ssize_t hi) n
     # draws replaced by the unpacked mask; lo is a multiple of LEC6_PHILOX_DRAWS.
     cdef const floating* dout = <const floating*>s.a[1]
     cdef const uint8_t* bits = <const uint8_t*>s.a[2]
-    cdef double scale = s.h[0]
+    cdef double scale = s.h.scale
     cdef uint32_t w[LEC6_PHILOX_DRAWS]
     cdef uint8_t tail[LEC6_PHILOX_MASK_BYTES]
     cdef Py_ssize_t g, i0, m, D = LEC6_PHILOX_DRAWS
@@ -232,7 +232,7 @@ def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
                          f"(now shape {c_shape(x)})")
     # keep iff u < p * 2**32  <=>  u <= ceil(p * 2**32) - 1   (p * 2**32 is exact in double)
     s.k[4] = <uint32_t>(<uint64_t>ceil(keep_p * 4294967296.0) - 1)
-    s.h[0] = 1.0 / keep_p if inverse else 1.0
+    s.h.scale = 1.0 / keep_p if inverse else 1.0
     o[0] = <PyObject*>out; o[1] = <PyObject*>x; o[2] = <PyObject*>bits
     launch(_forward[float], _forward[double], typenum, o, 3, &s, PAR_DROPOUT, PAR_DROPOUT)
     bits.flags.writeable = False
@@ -288,7 +288,7 @@ def dropout_backward(dout, mask, *, out=None):
         out = new_like(dout, typenum)
         typenum = check_source_and_out("dropout_backward", "dout", dout, out)
         check_mask(dout, shape, bits, out)
-    s.h[0] = 1.0 / keep_p if inverse else 1.0
+    s.h.scale = 1.0 / keep_p if inverse else 1.0
     o[0] = <PyObject*>out; o[1] = <PyObject*>dout; o[2] = <PyObject*>bits
     launch(_backward[float], _backward[double], typenum, o, 3, &s,
            PAR_DROPOUT_BACKWARD, PAR_DROPOUT_BACKWARD)
