@@ -10,7 +10,7 @@ floating-point contraction so every SIMD level and thread count gives the same b
 
 include "_common.pxi"
 
-from libc.math cimport sqrt, sqrtf, pow
+from libc.math cimport sqrt, sqrtf
 
 
 cdef inline floating root(floating v) noexcept nogil:
@@ -25,7 +25,7 @@ cdef inline floating root(floating v) noexcept nogil:
 
 cdef void _sgd(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
-    cdef floating neg_lr = <floating>s.h[0]
+    cdef floating neg_lr = <floating>s.h.neg_lr
     cdef Py_ssize_t i
     for i in range(lo, hi):
         x[i] = x[i] + neg_lr * dx[i]
@@ -34,7 +34,7 @@ cdef void _sgd(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcep
 cdef void _momentum(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* v = <floating*>s.a[2]
-    cdef floating mu = <floating>s.h[0], lr = <floating>s.h[1]
+    cdef floating mu = <floating>s.h.mu, lr = <floating>s.h.lr
     cdef floating vi
     cdef Py_ssize_t i
     for i in range(lo, hi):
@@ -46,8 +46,8 @@ cdef void _momentum(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) no
 cdef void _nesterov(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* v = <floating*>s.a[2]
-    cdef floating mu = <floating>s.h[0], lr = <floating>s.h[1]
-    cdef floating neg_mu = <floating>s.h[2], one_plus_mu = <floating>s.h[3]
+    cdef floating mu = <floating>s.h.mu, lr = <floating>s.h.lr
+    cdef floating neg_mu = <floating>s.h.neg_mu, one_plus_mu = <floating>s.h.one_plus_mu
     cdef floating v_prev, vi
     cdef Py_ssize_t i
     for i in range(lo, hi):
@@ -60,7 +60,7 @@ cdef void _nesterov(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) no
 cdef void _adagrad(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* cache = <floating*>s.a[2]
-    cdef floating neg_lr = <floating>s.h[0], eps = <floating>s.h[1]
+    cdef floating neg_lr = <floating>s.h.neg_lr, eps = <floating>s.h.eps
     cdef floating g, c
     cdef Py_ssize_t i
     for i in range(lo, hi):
@@ -73,8 +73,8 @@ cdef void _adagrad(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noe
 cdef void _rmsprop(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* cache = <floating*>s.a[2]
-    cdef floating neg_lr = <floating>s.h[0], eps = <floating>s.h[1]
-    cdef floating decay = <floating>s.h[2], one_minus_decay = <floating>s.h[3]
+    cdef floating neg_lr = <floating>s.h.neg_lr, eps = <floating>s.h.eps
+    cdef floating decay = <floating>s.h.decay, one_minus_decay = <floating>s.h.one_minus_decay
     cdef floating g, c
     cdef Py_ssize_t i
     for i in range(lo, hi):
@@ -88,10 +88,10 @@ cdef void _adam(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexce
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* m = <floating*>s.a[2]
     cdef floating* v = <floating*>s.a[3]
-    cdef floating neg_lr = <floating>s.h[0], eps = <floating>s.h[1]
-    cdef floating b1 = <floating>s.h[2], one_minus_b1 = <floating>s.h[3]
-    cdef floating b2 = <floating>s.h[4], one_minus_b2 = <floating>s.h[5]
-    cdef floating corr1 = <floating>s.h[6], corr2 = <floating>s.h[7]
+    cdef floating neg_lr = <floating>s.h.neg_lr, eps = <floating>s.h.eps
+    cdef floating b1 = <floating>s.h.beta1, one_minus_b1 = <floating>s.h.one_minus_beta1
+    cdef floating b2 = <floating>s.h.beta2, one_minus_b2 = <floating>s.h.one_minus_beta2
+    cdef floating corr1 = <floating>s.h.corr1, corr2 = <floating>s.h.corr2
     cdef floating g, mi, vi
     cdef Py_ssize_t i
     for i in range(lo, hi):
@@ -105,10 +105,37 @@ cdef void _adam(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexce
 
 cdef void _ema(floating* x_avg, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* x = <const floating*>s.a[1]
-    cdef floating decay = <floating>s.h[0], one_minus_decay = <floating>s.h[1]
+    cdef floating decay = <floating>s.h.decay, one_minus_decay = <floating>s.h.one_minus_decay
     cdef Py_ssize_t i
     for i in range(lo, hi):
         x_avg[i] = decay * x_avg[i] + one_minus_decay * x[i]
+
+
+cdef void _momentum_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # torch.optim.SGD's buffer form (lec6fast.optim, convention="torch"):  b = mu*b + dx;  x += -lr*b
+    cdef const floating* dx = <const floating*>s.a[1]
+    cdef floating* b = <floating*>s.a[2]
+    cdef floating mu = <floating>s.h.mu, neg_lr = <floating>s.h.neg_lr
+    cdef floating bi
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        bi = mu * b[i] + dx[i]
+        b[i] = bi
+        x[i] = x[i] + neg_lr * bi
+
+
+cdef void _nesterov_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # torch.optim.SGD(nesterov=True):  b = mu*b + dx;  x += -lr*(dx + mu*b)
+    cdef const floating* dx = <const floating*>s.a[1]
+    cdef floating* b = <floating*>s.a[2]
+    cdef floating mu = <floating>s.h.mu, neg_lr = <floating>s.h.neg_lr
+    cdef floating g, bi
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = dx[i]
+        bi = mu * b[i] + g
+        b[i] = bi
+        x[i] = x[i] + neg_lr * (g + mu * bi)
 
 
 # ---------------------------------------------------------------- public wrappers
@@ -156,9 +183,10 @@ def sgd_(x, dx, *, lr):
     x (updated), dx (read).  lr >= 0.  Returns None.
     """
     cdef PyObject* o[2]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx
-    s.h[0] = -real("sgd_", "lr", lr, NONNEG)
+    s.h.lr = real("sgd_", "lr", lr, NONNEG)
+    derive(&s.h, 0)
     cdef int typenum = check_arrays("sgd_", _X_DX, o, 2, 0b1)
     launch(_sgd[float], _sgd[double], typenum, o, 2, &s, PAR_SGD_32, PAR_SGD_64)
 
@@ -170,10 +198,11 @@ def momentum_(x, dx, v, *, lr, mu=0.9):
     The velocity convention is the lecture's (v includes lr); see the README for PyTorch's.
     """
     cdef PyObject* o[3]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>v
-    s.h[1] = real("momentum_", "lr", lr, NONNEG)
-    s.h[0] = real("momentum_", "mu", mu, UNIT)
+    s.h.lr = real("momentum_", "lr", lr, NONNEG)
+    s.h.mu = real("momentum_", "mu", mu, UNIT)
+    derive(&s.h, 0)
     cdef int typenum = check_arrays("momentum_", _X_DX_V, o, 3, 0b101)
     launch(_momentum[float], _momentum[double], typenum, o, 3, &s, PAR_MOMENTUM_32, PAR_MOMENTUM_64)
 
@@ -186,12 +215,11 @@ def nesterov_(x, dx, v, *, lr, mu=0.9):
     x, v (updated), dx (read).  lr >= 0, mu in [0, 1).  Returns None.
     """
     cdef PyObject* o[3]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>v
-    s.h[1] = real("nesterov_", "lr", lr, NONNEG)
-    s.h[0] = real("nesterov_", "mu", mu, UNIT)
-    s.h[2] = -s.h[0]
-    s.h[3] = 1.0 + s.h[0]
+    s.h.lr = real("nesterov_", "lr", lr, NONNEG)
+    s.h.mu = real("nesterov_", "mu", mu, UNIT)
+    derive(&s.h, 0)
     cdef int typenum = check_arrays("nesterov_", _X_DX_V, o, 3, 0b101)
     launch(_nesterov[float], _nesterov[double], typenum, o, 3, &s, PAR_MOMENTUM_32, PAR_MOMENTUM_64)
 
@@ -202,10 +230,11 @@ def adagrad_(x, dx, cache, *, lr, eps=1e-7):
     x, cache (updated), dx (read).  lr >= 0, eps > 0.  Returns None.
     """
     cdef PyObject* o[3]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>cache
-    s.h[0] = -real("adagrad_", "lr", lr, NONNEG)
-    s.h[1] = real("adagrad_", "eps", eps, POSITIVE)
+    s.h.lr = real("adagrad_", "lr", lr, NONNEG)
+    s.h.eps = real("adagrad_", "eps", eps, POSITIVE)
+    derive(&s.h, 0)
     cdef int typenum = check_arrays("adagrad_", _X_DX_CACHE, o, 3, 0b101)
     launch(_adagrad[float], _adagrad[double], typenum, o, 3, &s, PAR_SQRT_32, PAR_SQRT_64)
 
@@ -219,12 +248,12 @@ def rmsprop_(x, dx, cache, *, lr, decay_rate=0.99, eps=1e-7):
     x, cache (updated), dx (read).  lr >= 0, decay_rate in [0, 1), eps > 0.  Returns None.
     """
     cdef PyObject* o[3]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>cache
-    s.h[0] = -real("rmsprop_", "lr", lr, NONNEG)
-    s.h[1] = real("rmsprop_", "eps", eps, POSITIVE)
-    s.h[2] = real("rmsprop_", "decay_rate", decay_rate, UNIT)
-    s.h[3] = 1.0 - s.h[2]
+    s.h.lr = real("rmsprop_", "lr", lr, NONNEG)
+    s.h.eps = real("rmsprop_", "eps", eps, POSITIVE)
+    s.h.decay = real("rmsprop_", "decay_rate", decay_rate, UNIT)
+    derive(&s.h, 0)
     cdef int typenum = check_arrays("rmsprop_", _X_DX_CACHE, o, 3, 0b101)
     launch(_rmsprop[float], _rmsprop[double], typenum, o, 3, &s, PAR_SQRT_32, PAR_SQRT_64)
 
@@ -242,17 +271,14 @@ def adam_(x, dx, m, v, *, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     precision.  Note eps is added after the square root, as in the lecture.  Returns None.
     """
     cdef PyObject* o[4]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>x; o[1] = <PyObject*>dx; o[2] = <PyObject*>m; o[3] = <PyObject*>v
     cdef double step = step_number("adam_", "t", t)
-    s.h[0] = -real("adam_", "lr", lr, NONNEG)
-    s.h[1] = real("adam_", "eps", eps, POSITIVE)
-    s.h[2] = real("adam_", "beta1", beta1, UNIT)
-    s.h[4] = real("adam_", "beta2", beta2, UNIT)
-    s.h[3] = 1.0 - s.h[2]
-    s.h[5] = 1.0 - s.h[4]
-    s.h[6] = 1.0 - pow(s.h[2], step)
-    s.h[7] = 1.0 - pow(s.h[4], step)
+    s.h.lr = real("adam_", "lr", lr, NONNEG)
+    s.h.eps = real("adam_", "eps", eps, POSITIVE)
+    s.h.beta1 = real("adam_", "beta1", beta1, UNIT)
+    s.h.beta2 = real("adam_", "beta2", beta2, UNIT)
+    derive(&s.h, step)
     cdef int typenum = check_arrays("adam_", _X_DX_M_V, o, 4, 0b1101)
     launch(_adam[float], _adam[double], typenum, o, 4, &s, PAR_ADAM_32, PAR_ADAM_64)
 
@@ -265,10 +291,10 @@ def ema_(x_avg, x, *, decay=0.995):
     x_avg (updated), x (read).  decay in [0, 1).  Use x_avg at test time.  Returns None.
     """
     cdef PyObject* o[2]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>x_avg; o[1] = <PyObject*>x
-    s.h[0] = real("ema_", "decay", decay, UNIT)
-    s.h[1] = 1.0 - s.h[0]
+    s.h.decay = real("ema_", "decay", decay, UNIT)
+    derive(&s.h, 0)
     cdef int typenum = check_arrays("ema_", _XAVG_X, o, 2, 0b1)
     launch(_ema[float], _ema[double], typenum, o, 2, &s, PAR_SGD_32, PAR_SGD_64)
 
@@ -276,6 +302,534 @@ def ema_(x_avg, x, *, decay=0.995):
 for _f in (sgd_, momentum_, nesterov_, adagrad_, rmsprop_, adam_, ema_):
     _f.__doc__ += _CONTRACT
 del _f
+
+
+# ---------------------------------------------------------------- the model step (lec6fast.optim)
+# One call updates every parameter of a model with one rule: the rule's kernel above runs on
+# each parameter, in sub-blocks of SUB elements, with what lec6fast.optim adds around it in the
+# same sub-block (still in cache): decoupled weight decay before, the clipped and L2-decayed
+# gradient in a stack buffer, the running average after.  The parameters of one dtype form one
+# index space cut into chunks of CHUNK_BYTES, so many small arrays share a chunk and the pool
+# splits the step by bytes, not by array.
+
+from libc.stdlib cimport malloc, free, qsort
+
+cdef enum:
+    RULE_SGD, RULE_MOMENTUM, RULE_NESTEROV, RULE_ADAGRAD, RULE_RMSPROP, RULE_ADAM,
+    RULE_MOMENTUM_TORCH, RULE_NESTEROV_TORCH, N_RULES
+    SUB = 512               # elements per sub-block (the gradient buffer on the stack: 4 KiB)
+    NORM_BLOCK = 4096       # elements per block of the global gradient norm
+    PAR_NORM = 32768        # elements from which the norm's blocks are split across the threads
+
+# The rules lec6fast.optim can step: name -> (id, state arrays, the kernel's thresholds).
+RULES = {
+    "sgd": (RULE_SGD, 0, PAR_SGD_32), "momentum": (RULE_MOMENTUM, 1, PAR_MOMENTUM_32),
+    "nesterov": (RULE_NESTEROV, 1, PAR_MOMENTUM_32), "adagrad": (RULE_ADAGRAD, 1, PAR_SQRT_32),
+    "rmsprop": (RULE_RMSPROP, 1, PAR_SQRT_32), "adam": (RULE_ADAM, 2, PAR_ADAM_32),
+    "momentum_torch": (RULE_MOMENTUM_TORCH, 1, PAR_MOMENTUM_32),
+    "nesterov_torch": (RULE_NESTEROV_TORCH, 1, PAR_MOMENTUM_32),
+}
+cdef kernel32 RULE32[N_RULES]
+cdef kernel64 RULE64[N_RULES]
+RULE32[RULE_SGD], RULE64[RULE_SGD] = _sgd[float], _sgd[double]
+RULE32[RULE_MOMENTUM], RULE64[RULE_MOMENTUM] = _momentum[float], _momentum[double]
+RULE32[RULE_NESTEROV], RULE64[RULE_NESTEROV] = _nesterov[float], _nesterov[double]
+RULE32[RULE_ADAGRAD], RULE64[RULE_ADAGRAD] = _adagrad[float], _adagrad[double]
+RULE32[RULE_RMSPROP], RULE64[RULE_RMSPROP] = _rmsprop[float], _rmsprop[double]
+RULE32[RULE_ADAM], RULE64[RULE_ADAM] = _adam[float], _adam[double]
+RULE32[RULE_MOMENTUM_TORCH], RULE64[RULE_MOMENTUM_TORCH] = _momentum_torch[float], _momentum_torch[double]
+RULE32[RULE_NESTEROV_TORCH], RULE64[RULE_NESTEROV_TORCH] = _nesterov_torch[float], _nesterov_torch[double]
+
+# The columns of the per-parameter hyperparameter table a step receives.
+HYPER_COLUMNS = ("lr", "mu", "eps", "decay", "beta1", "beta2", "l2", "shrink", "ema")
+cdef enum:
+    NCOL = 9
+
+
+ctypedef struct Param:
+    Step s              # the kernel's call: a[0] x, a[1] dx, a[2] and a[3] the state; h: its group's
+    Step avg            # the running average's call (a[0] the average, a[1] x); a[0] NULL: none
+    double l2           # coupled weight decay: dx + l2*x (0: none)
+    double shrink       # decoupled weight decay: x *= shrink before the update (1: none)
+    Py_ssize_t n        # elements
+    Py_ssize_t start    # its first element in the concatenated elements of its dtype
+    Py_ssize_t block    # its first norm block
+    int f64
+
+
+ctypedef struct Model:
+    Param* p
+    int rule
+    int nstate
+    int* order[2]               # per dtype (float32, float64): its parameters, in model order
+    int count[2]
+    Py_ssize_t total[2]
+    Py_ssize_t chunk[2]
+    Py_ssize_t nchunks[2]
+    double scale                # the clipping factor (1: none)
+    double* partial             # the norm: one sum of squares per block
+    int* block_param            # the parameter each block belongs to
+
+
+cdef void _shrink(floating* x, double k, Py_ssize_t n) noexcept nogil:
+    cdef Step s = new_step()
+    s.h.scale = k
+    _scale_k(x, &s, 0, n)
+
+
+cdef void _grad(floating* g, const floating* dx, const floating* x, double scale, double l2,
+                Py_ssize_t n) noexcept nogil:
+    """g = dx*scale, then + l2*x when l2 != 0 (the order of lec6fast.reference)."""
+    cdef floating k = <floating>scale, lam = <floating>l2
+    cdef Py_ssize_t i
+    if l2 != 0.0:
+        for i in range(n):
+            g[i] = dx[i] * k + lam * x[i]
+    else:
+        for i in range(n):
+            g[i] = dx[i] * k
+
+
+cdef void _segment(floating* x_unused, const Model* m, const Param* q, Py_ssize_t a,
+                   Py_ssize_t b) noexcept nogil:
+    """Elements [a, b) of parameter q, in sub-blocks."""
+    cdef floating g[SUB]
+    cdef Step s, e
+    cdef int i
+    cdef Py_ssize_t lo, n
+    cdef floating* x
+    cdef bint transform = m.scale != 1.0 or q.l2 != 0.0
+    lo = a
+    while lo < b:
+        n = min(<Py_ssize_t>SUB, b - lo)
+        s = q.s
+        for i in range(2 + m.nstate):
+            s.a[i] = q.s.a[i] + lo * <Py_ssize_t>sizeof(floating)
+        x = <floating*>s.a[0]
+        if q.shrink != 1.0:
+            _shrink(x, q.shrink, n)
+        if transform:
+            _grad(g, <const floating*>s.a[1], x, m.scale, q.l2, n)
+            s.a[1] = <char*>g
+        if floating is float:
+            RULE32[m.rule](x, &s, 0, n)
+        else:
+            RULE64[m.rule](x, &s, 0, n)
+        if q.avg.a[0] != NULL:
+            e = q.avg
+            e.a[0] = q.avg.a[0] + lo * <Py_ssize_t>sizeof(floating)
+            e.a[1] = <char*>x
+            _ema(<floating*>e.a[0], &e, 0, n)
+        lo += n
+
+
+cdef void _model_chunk(void* ctx, int64_t c) noexcept nogil:
+    cdef Model* m = <Model*>ctx
+    cdef int d = 0
+    if c >= m.nchunks[0]:
+        c -= m.nchunks[0]
+        d = 1
+    cdef Py_ssize_t lo = c * m.chunk[d]
+    cdef Py_ssize_t hi = min(m.total[d], lo + m.chunk[d]), end
+    cdef int* order = m.order[d]
+    cdef int k = 0, top = m.count[d] - 1, mid
+    cdef Param* q
+    while k < top:                  # the first parameter that ends after lo
+        mid = (k + top) // 2
+        if m.p[order[mid]].start + m.p[order[mid]].n <= lo:
+            k = mid + 1
+        else:
+            top = mid
+    while lo < hi:
+        q = &m.p[order[k]]
+        end = min(hi, q.start + q.n)
+        if end > lo:
+            if d == 0:
+                _segment(<float*>NULL, m, q, lo - q.start, end - q.start)
+            else:
+                _segment(<double*>NULL, m, q, lo - q.start, end - q.start)
+            lo = end
+        k += 1
+
+
+cdef double _sumsq(const floating* g, Py_ssize_t n) noexcept nogil:
+    """Sum of squares in double, in eight lanes (element i in lane i % 8, each summed in order),
+    then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): lec6fast.reference's order."""
+    cdef double l0 = 0, l1 = 0, l2 = 0, l3 = 0, l4 = 0, l5 = 0, l6 = 0, l7 = 0
+    cdef double t[8]
+    cdef Py_ssize_t i, n8 = n - n % 8
+    for i in range(0, n8, 8):
+        l0 = l0 + <double>g[i] * <double>g[i]
+        l1 = l1 + <double>g[i + 1] * <double>g[i + 1]
+        l2 = l2 + <double>g[i + 2] * <double>g[i + 2]
+        l3 = l3 + <double>g[i + 3] * <double>g[i + 3]
+        l4 = l4 + <double>g[i + 4] * <double>g[i + 4]
+        l5 = l5 + <double>g[i + 5] * <double>g[i + 5]
+        l6 = l6 + <double>g[i + 6] * <double>g[i + 6]
+        l7 = l7 + <double>g[i + 7] * <double>g[i + 7]
+    t[0] = l0; t[1] = l1; t[2] = l2; t[3] = l3; t[4] = l4; t[5] = l5; t[6] = l6; t[7] = l7
+    for i in range(n8, n):
+        t[i - n8] = t[i - n8] + <double>g[i] * <double>g[i]
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))
+
+
+cdef void _norm_chunk(void* ctx, int64_t c) noexcept nogil:
+    cdef Model* m = <Model*>ctx
+    cdef const Param* q = &m.p[m.block_param[c]]
+    cdef Py_ssize_t lo = (c - q.block) * NORM_BLOCK
+    cdef Py_ssize_t n = min(<Py_ssize_t>NORM_BLOCK, q.n - lo)
+    if q.f64:
+        m.partial[c] = _sumsq(<const double*>q.s.a[1] + lo, n)
+    else:
+        m.partial[c] = _sumsq(<const float*>q.s.a[1] + lo, n)
+
+
+ctypedef struct Span:       # an array's bytes, for the overlap check of a step
+    char* lo
+    char* hi
+    int who                 # index into the step's names
+    int written
+
+
+cdef int _by_start(const void* a, const void* b) noexcept nogil:
+    cdef const Span* x = <const Span*>a
+    cdef const Span* y = <const Span*>b
+    return -1 if x.lo < y.lo else (1 if x.lo > y.lo else 0)
+
+
+_RANGES = {"nonneg": NONNEG, "positive": POSITIVE, "unit": UNIT, "prob": PROB}
+
+
+def _real(str fn, str name, value, str range):
+    """A hyperparameter as a float, checked as the kernels check theirs (lec6fast._rules names
+    the ranges: nonneg, positive, unit, prob); ValueError naming it otherwise."""
+    return real(fn, name, value, _RANGES[range])
+
+
+cdef class ModelStep:
+    """The fused step of one lec6fast.optim optimizer over a fixed list of parameters.
+
+    ModelStep(rule, names, params) checks the parameters and records their shapes and dtypes
+    (the `shapes` and `dtypes` attributes); bind(states, avgs) then gives it the optimizer's
+    state arrays (views into the optimizer's buffers).  step() checks the parameters and the
+    gradients with C-level reads and runs the whole model in one job on the pool.
+    """
+    cdef Param* p
+    cdef int n, rule, nstate
+    cdef int count[2]
+    cdef int* order[2]
+    cdef Py_ssize_t total[2]
+    cdef Py_ssize_t nblocks, par_min
+    cdef double* partial
+    cdef int* block_param
+    cdef Span* spans
+    cdef list names
+    cdef readonly list shapes, dtypes
+    cdef object keep            # the state arrays (their memory is the optimizer's buffers)
+
+    def __cinit__(self, str rule, list names, list params):
+        cdef int i, k, d
+        cdef Param* q
+        self.rule, self.nstate, self.par_min = RULES[rule]
+        self.n = len(names)
+        self.names = list(names)
+        self.p = <Param*>malloc(max(self.n, 1) * sizeof(Param))
+        self.spans = <Span*>malloc(max(2 * self.n, 1) * sizeof(Span))
+        self.order[0] = <int*>malloc(max(self.n, 1) * sizeof(int))
+        self.order[1] = <int*>malloc(max(self.n, 1) * sizeof(int))
+        if self.p == NULL or self.spans == NULL or self.order[0] == NULL or self.order[1] == NULL:
+            raise MemoryError()
+        self._check(params, None, None)
+        self.shapes = [c_shape(x) for x in params]
+        self.dtypes = ["float64" if cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT64 else "float32"
+                       for x in params]
+        self.nblocks = 0
+        for d in range(2):
+            self.count[d] = 0
+            self.total[d] = 0
+        for i in range(self.n):
+            q = &self.p[i]
+            q.s = new_step()
+            q.avg = new_step()
+            q.n = cnp.PyArray_SIZE(<cnp.ndarray>params[i])
+            q.f64 = 1 if self.dtypes[i] == "float64" else 0
+            q.start = self.total[q.f64]
+            self.total[q.f64] += q.n
+            self.order[q.f64][self.count[q.f64]] = i
+            self.count[q.f64] += 1
+            q.block = self.nblocks
+            self.nblocks += (q.n + NORM_BLOCK - 1) // NORM_BLOCK
+        self.partial = <double*>malloc(max(self.nblocks, 1) * sizeof(double))
+        self.block_param = <int*>malloc(max(self.nblocks, 1) * sizeof(int))
+        if self.partial == NULL or self.block_param == NULL:
+            raise MemoryError()
+        for i in range(self.n):
+            for k in range((self.p[i].n + NORM_BLOCK - 1) // NORM_BLOCK):
+                self.block_param[self.p[i].block + k] = i
+
+    def __dealloc__(self):
+        free(self.p)
+        free(self.spans)
+        free(self.order[0])
+        free(self.order[1])
+        free(self.partial)
+        free(self.block_param)
+
+    def bind(self, list states, list avgs):
+        """states[i]: parameter i's state arrays (in the rule's order), avgs[i]: its running
+        average or None; the optimizer's own arrays, of parameter i's shape and dtype."""
+        cdef int i, k
+        self.keep = (states, avgs)
+        for i in range(self.n):
+            for k in range(self.nstate):
+                self.p[i].s.a[2 + k] = cnp.PyArray_BYTES(<cnp.ndarray>states[i][k])
+            self.p[i].avg.a[0] = (NULL if avgs[i] is None
+                                  else cnp.PyArray_BYTES(<cnp.ndarray>avgs[i]))
+
+    cdef str _name(self, int k, list gnames):
+        return self.names[k] if k < self.n else gnames[k - self.n]
+
+    cdef int _span(self, cnp.ndarray a, int who, int written, int* ns) noexcept:
+        cdef Span* sp
+        if cnp.PyArray_NBYTES(a) > 0:
+            sp = &self.spans[ns[0]]
+            sp.lo = cnp.PyArray_BYTES(a)
+            sp.hi = sp.lo + cnp.PyArray_NBYTES(a)
+            sp.who = who
+            sp.written = written
+            ns[0] += 1
+        return 0
+
+    cdef int _check(self, list params, list grads, list gnames) except -1:
+        """The parameters (and the gradients, unless None) against the step's contract, by
+        C-level reads.  At construction the parameters set the shapes and dtypes."""
+        cdef int i, ns = 0, m = 1 if grads is None else 2
+        cdef PyObject* o[2]
+        cdef tuple pair
+        cdef str kind
+        if len(params) != self.n or (grads is not None and len(grads) != self.n):
+            raise ValueError(f"step: expected {self.n} parameters and gradients")
+        for i in range(self.n):
+            o[0] = <PyObject*>params[i]
+            pair = (self.names[i], None if grads is None else gnames[i])
+            if grads is not None:
+                o[1] = <PyObject*>grads[i]
+            check_types("step", pair, o, m)
+            check_dtypes("step", pair, o, m)
+            if grads is not None:
+                kind = "float64" if cnp.PyArray_TYPE(<cnp.ndarray>o[0]) == cnp.NPY_FLOAT64 else "float32"
+                if kind != self.dtypes[i]:
+                    raise TypeError(f"step: {self.names[i]} has dtype {kind} but had "
+                                    f"{self.dtypes[i]} when the optimizer was made")
+                if c_shape(params[i]) != self.shapes[i]:
+                    raise ValueError(f"step: {self.names[i]} has shape {c_shape(params[i])} but "
+                                     f"had shape {self.shapes[i]} when the optimizer was made")
+                check_same_shape("step", pair, o, 2)
+                check_layout("step", gnames[i], grads[i], False)
+            check_layout("step", self.names[i], params[i], True)
+            check_writeable("step", pair, o, 1, 0b1)
+            self._span(<cnp.ndarray>o[0], i, 1, &ns)
+            if grads is not None:
+                self._span(<cnp.ndarray>o[1], self.n + i, 0, &ns)
+        # No parameter may share memory with another argument of the step; gradients may share
+        # with each other (they are only read).  Sorted by start, an array overlaps an earlier
+        # one iff it starts before the furthest end so far.
+        qsort(self.spans, ns, sizeof(Span), _by_start)
+        cdef char* end_any = NULL
+        cdef char* end_written = NULL
+        cdef int any_who = -1, written_who = -1
+        cdef Span* sp
+        for i in range(ns):
+            sp = &self.spans[i]
+            if sp.lo < end_written:
+                self._overlap(written_who, sp.who, gnames)
+            if sp.written and sp.lo < end_any:
+                self._overlap(any_who, sp.who, gnames)
+            if sp.hi > end_any:
+                end_any, any_who = sp.hi, sp.who
+            if sp.written and sp.hi > end_written:
+                end_written, written_who = sp.hi, sp.who
+        return 0
+
+    cdef int _overlap(self, int a, int b, list gnames) except -1:
+        if a > b:
+            a, b = b, a
+        raise ValueError(f"step: {self._name(a, gnames)} shares memory with {self._name(b, gnames)}; "
+                         f"each parameter is written by the step and must be a separate array")
+
+    def step(self, list params, list grads, list gnames, cnp.ndarray hyper, double t,
+             double clip_norm):
+        """Check, then update every parameter (and its state and average) in place.
+
+        hyper: float64 (n, len(HYPER_COLUMNS)), the parameters' hyperparameters, already
+        checked; t: the 1-based step; clip_norm > 0 clips (the global norm is returned, else
+        None).  Raises FloatingPointError, writing nothing, when the clipped norm is not finite.
+        """
+        cdef int i, d
+        cdef Param* q
+        cdef Model m
+        cdef const double* h
+        cdef double norm = 0.0, total = 0.0
+        cdef int nt = num_threads()
+        if (cnp.PyArray_TYPE(hyper) != cnp.NPY_FLOAT64 or cnp.PyArray_NDIM(hyper) != 2
+                or cnp.PyArray_DIMS(hyper)[0] != self.n or cnp.PyArray_DIMS(hyper)[1] != NCOL
+                or not cnp.PyArray_IS_C_CONTIGUOUS(hyper)):
+            raise ValueError("step: hyper must be a C-contiguous float64 (n, 9) table")
+        self._check(params, grads, gnames)
+        for i in range(self.n):             # exactly what was checked, from here on
+            q = &self.p[i]
+            h = <const double*>cnp.PyArray_DATA(hyper) + i * NCOL
+            q.s.a[0] = cnp.PyArray_BYTES(<cnp.ndarray>params[i])
+            q.s.a[1] = cnp.PyArray_BYTES(<cnp.ndarray>grads[i])
+            q.s.h.lr = h[0]
+            q.s.h.mu = h[1]
+            q.s.h.eps = h[2]
+            q.s.h.decay = h[3]
+            q.s.h.beta1 = h[4]
+            q.s.h.beta2 = h[5]
+            derive(&q.s.h, t if self.rule == RULE_ADAM else 0)
+            q.l2 = h[6]
+            q.shrink = h[7]
+            q.avg.h.decay = h[8]
+            derive(&q.avg.h, 0)
+        m.p = self.p
+        m.rule = self.rule
+        m.nstate = self.nstate
+        m.scale = 1.0
+        m.partial = self.partial
+        m.block_param = self.block_param
+        for d in range(2):
+            m.order[d] = self.order[d]
+            m.count[d] = self.count[d]
+            m.total[d] = self.total[d]
+            m.chunk[d] = chunk_size(m.total[d], 8 if d else 4)
+            m.nchunks[d] = (m.total[d] + m.chunk[d] - 1) // m.chunk[d]
+        with nogil:
+            if clip_norm > 0:
+                if self.nblocks > 0:
+                    _pool.run(_norm_chunk, &m, self.nblocks,
+                              nt if m.total[0] + m.total[1] >= PAR_NORM else 1)
+                for i in range(self.nblocks):
+                    total = total + self.partial[i]
+                norm = sqrt(total)
+                if isfinite(norm):
+                    m.scale = min(1.0, clip_norm / (norm + 1e-6))
+            if (not clip_norm > 0 or isfinite(norm)) and m.nchunks[0] + m.nchunks[1] > 0:
+                _pool.run(_model_chunk, &m, m.nchunks[0] + m.nchunks[1],
+                          nt if m.total[0] + m.total[1] >= self.par_min else 1)
+        if clip_norm > 0 and not isfinite(norm):
+            raise FloatingPointError(f"step: the global norm of the gradients is {norm} (a "
+                                     f"gradient holds inf or nan); nothing was updated")
+        return norm if clip_norm > 0 else None
+
+
+# ---------------------------------------------------------------- average_
+
+ctypedef struct Average:
+    char** src          # the K arrays
+    double* w           # their normalised weights
+    int k, f64
+    char* out
+    Py_ssize_t n, chunk
+
+
+cdef void _average(floating* out, const Average* a, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef double acc[SUB]
+    cdef const floating* src
+    cdef double w
+    cdef Py_ssize_t i, j, n
+    cdef int k
+    i = lo
+    while i < hi:
+        n = min(<Py_ssize_t>SUB, hi - i)
+        src = <const floating*>a.src[0] + i
+        w = a.w[0]
+        for j in range(n):
+            acc[j] = w * <double>src[j]
+        for k in range(1, a.k):
+            src = <const floating*>a.src[k] + i
+            w = a.w[k]
+            for j in range(n):
+                acc[j] = acc[j] + w * <double>src[j]
+        for j in range(n):
+            out[i + j] = <floating>acc[j]
+        i += n
+
+
+cdef void _average_chunk(void* ctx, int64_t c) noexcept nogil:
+    cdef Average* a = <Average*>ctx
+    cdef Py_ssize_t lo = c * a.chunk, hi = min(a.n, lo + a.chunk)
+    if a.f64:
+        _average(<double*>a.out, a, lo, hi)
+    else:
+        _average(<float*>a.out, a, lo, hi)
+
+
+def average_(out, arrays, weights=None):
+    """The (weighted) mean of K same-shaped arrays, in one pass, into out:
+
+        out = sum_k (w_k / sum(w)) * arrays[k]      (w_k = 1 when weights is None)
+
+    accumulated per element in double, in the order of `arrays` (the first term w_0*a_0, then
+    + w_k*a_k), and rounded to out's dtype once.  For checkpoint averaging and ensembles of
+    parameter vectors.  arrays: a list or tuple of K >= 1 arrays; weights: K finite numbers
+    >= 0 with a positive sum.  out (written) and every array share one shape and dtype, and out
+    shares memory with none of them.  Returns None.
+    """
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError(f"average_: arrays must be a list or tuple of arrays, got "
+                        f"{type(arrays).__name__}")
+    arrays = list(arrays)
+    cdef int k = len(arrays), i
+    if k == 0:
+        raise ValueError("average_: arrays is empty; give at least one array")
+    # Scalars first: every weight as a C double (this may run user code) ...
+    ws = _np.empty(k, dtype=_np.float64)
+    cdef double[::1] w = ws
+    cdef double total = 0.0
+    if weights is None:
+        w[:] = 1.0
+    else:
+        if not isinstance(weights, (list, tuple, _np.ndarray)):
+            raise TypeError(f"average_: weights must be a list, tuple or array of {k} numbers, got "
+                            f"{type(weights).__name__}")
+        weights = list(weights)
+        if len(weights) != k:
+            raise ValueError(f"average_: weights has {len(weights)} entries but arrays has {k}")
+        for i in range(k):
+            w[i] = real("average_", f"weights[{i}]", weights[i], NONNEG)
+    for i in range(k):
+        total += w[i]
+    if not (total > 0 and isfinite(total)):
+        raise ValueError(f"average_: the weights must have a positive, finite sum, got {total}")
+    for i in range(k):
+        w[i] = w[i] / total
+    # ... then the arrays, by C-level reads, then the kernel with exactly those.
+    objs = [out] + arrays
+    names = tuple(["out"] + [f"arrays[{i}]" for i in range(k)])
+    cdef PyObject** o = <PyObject**>malloc((k + 1) * sizeof(PyObject*))
+    cdef char** src = <char**>malloc(k * sizeof(char*))
+    cdef Average a
+    try:
+        if o == NULL or src == NULL:
+            raise MemoryError()
+        for i in range(k + 1):
+            o[i] = <PyObject*>objs[i]
+        typenum = check_arrays("average_", names, o, k + 1, 0b1)
+        for i in range(k):
+            src[i] = cnp.PyArray_BYTES(<cnp.ndarray>o[i + 1])
+        a.src, a.w, a.k = src, &w[0], k
+        a.f64 = typenum == cnp.NPY_FLOAT64
+        a.out = cnp.PyArray_BYTES(<cnp.ndarray>o[0])
+        a.n = cnp.PyArray_SIZE(<cnp.ndarray>o[0])
+        a.chunk = chunk_size(a.n, 8 if a.f64 else 4)
+        with nogil:
+            if a.n > 0:
+                _pool.run(_average_chunk, &a, (a.n + a.chunk - 1) // a.chunk,
+                          num_threads() if a.n >= PAR_SGD_32 // (k if k < 8 else 8) else 1)
+    finally:
+        free(o)
+        free(src)
 
 
 # ---------------------------------------------------------------- bandwidth probes (private)
@@ -292,14 +846,14 @@ cdef void _copy_k(floating* dst, const Step* s, Py_ssize_t lo, Py_ssize_t hi) no
 cdef void _triad_k(floating* a, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* b = <const floating*>s.a[1]
     cdef const floating* c = <const floating*>s.a[2]
-    cdef floating k = <floating>s.h[0]
+    cdef floating k = <floating>s.h.scale
     cdef Py_ssize_t i
     for i in range(lo, hi):
         a[i] = b[i] + k * c[i]
 
 
 cdef void _scale_k(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef floating k = <floating>s.h[0]
+    cdef floating k = <floating>s.h.scale
     cdef Py_ssize_t i
     for i in range(lo, hi):
         x[i] = k * x[i]
@@ -308,7 +862,7 @@ cdef void _scale_k(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noe
 def _copy(dst, src):
     """Bandwidth probe: dst[...] = src (one read and one write stream)."""
     cdef PyObject* o[2]
-    cdef Step s
+    cdef Step s = new_step()
     o[0] = <PyObject*>dst; o[1] = <PyObject*>src
     launch(_copy_k[float], _copy_k[double], check_arrays("_copy", ("dst", "src"), o, 2, 0b1), o, 2, &s,
            PAR_SGD_32, PAR_SGD_64)
@@ -317,9 +871,9 @@ def _copy(dst, src):
 def _triad(a, b, c, *, s):
     """Bandwidth probe (STREAM triad): a[...] = b + s*c (two read streams, one write)."""
     cdef PyObject* o[3]
-    cdef Step st
+    cdef Step st = new_step()
     o[0] = <PyObject*>a; o[1] = <PyObject*>b; o[2] = <PyObject*>c
-    st.h[0] = real("_triad", "s", s, NONNEG)
+    st.h.scale = real("_triad", "s", s, NONNEG)
     cdef int typenum = check_arrays("_triad", ("a", "b", "c"), o, 3, 0b1)
     launch(_triad_k[float], _triad_k[double], typenum, o, 3, &st, PAR_SGD_32, PAR_SGD_64)
 
@@ -327,8 +881,8 @@ def _triad(a, b, c, *, s):
 def _scale_(x, *, s):
     """Bandwidth probe: x *= s in place, the pure read-modify-write stream the updates make."""
     cdef PyObject* o[1]
-    cdef Step st
+    cdef Step st = new_step()
     o[0] = <PyObject*>x
-    st.h[0] = real("_scale_", "s", s, NONNEG)
+    st.h.scale = real("_scale_", "s", s, NONNEG)
     cdef int typenum = check_arrays("_scale_", ("x",), o, 1, 0b1)
     launch(_scale_k[float], _scale_k[double], typenum, o, 1, &st, PAR_SGD_32, PAR_SGD_64)
