@@ -31,6 +31,7 @@ adagrad_ = _updates.adagrad_
 rmsprop_ = _updates.rmsprop_
 adam_ = _updates.adam_
 ema_ = _updates.ema_
+average_ = _updates.average_
 
 dropout_forward = _dropout.dropout_forward
 dropout_backward = _dropout.dropout_backward
@@ -39,6 +40,7 @@ batchnorm_backward = _batchnorm.batchnorm_backward
 
 from ._dropout_mask import DropoutMask
 from ._batchnorm_cache import BatchNormCache
+from . import optim, schedules
 
 
 def show_config(file=None):
@@ -48,7 +50,8 @@ def show_config(file=None):
 
 
 __all__ = [
-    "sgd_", "momentum_", "nesterov_", "adagrad_", "rmsprop_", "adam_", "ema_",
+    "sgd_", "momentum_", "nesterov_", "adagrad_", "rmsprop_", "adam_", "ema_", "average_",
+    "optim", "schedules",
     "dropout_forward", "dropout_backward", "DropoutMask",
     "batchnorm_forward", "batchnorm_backward", "BatchNormCache",
     "set_num_threads", "get_num_threads", "show_config", "__version__",

@@ -48,6 +48,28 @@ def ema_(x_avg, x, *, decay=0.995):
     x_avg[...] = decay * x_avg + (1 - decay) * x
 
 
+def average_(out, arrays, weights=None):
+    """out = sum_k (w_k / sum(w)) * arrays[k], summed in double in the order of arrays."""
+    w = np.ones(len(arrays)) if weights is None else np.array([float(v) for v in weights])
+    w = w / w.sum()
+    acc = w[0] * arrays[0].astype(np.float64)
+    for wk, a in zip(w[1:], arrays[1:]):
+        acc += wk * a.astype(np.float64)
+    out[...] = acc
+
+
+# torch.optim.SGD's momentum buffer (lec6fast.optim, convention="torch"): b includes no lr.
+
+def momentum_torch_(x, dx, b, *, lr, mu=0.9):
+    b[...] = mu * b + dx
+    x += -lr * b
+
+
+def nesterov_torch_(x, dx, b, *, lr, mu=0.9):
+    b[...] = mu * b + dx
+    x += -lr * (dx + mu * b)
+
+
 # ---------------------------------------------------------------- dropout
 # p is the probability of KEEPING a unit (the lecture's convention; PyTorch's p = 1 - p).
 
@@ -135,3 +157,147 @@ def batchnorm_backward(dout, cache):
     dx2 = np.ones_like(dout) / N * dmu.reshape(shape)
     dx = dx1 + dx2
     return dx.astype(dout.dtype, copy=False), dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)
+
+
+# ---------------------------------------------------------------- optimizers (lec6fast.optim)
+# The same classes as lec6fast.optim, written as the lecture writes a training step: a loop over
+# the parameters calling the rules above.  They take what the fast ones accept (no validation,
+# no save/resume) and are an independent implementation of the same contract.
+
+NORM_BLOCK = 4096       # the global norm's blocks (per parameter), and eight lanes per block
+
+
+def global_norm(grads):
+    """The L2 norm of all gradients in lec6fast.optim's fixed order: each gradient in blocks of
+    NORM_BLOCK elements; in a block, element i goes to lane i % 8, each lane summed in order in
+    double, the lanes combined as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)); the blocks'
+    sums added in order (gradient by gradient), then the square root."""
+    total = 0.0
+    for g in grads:
+        sq = g.astype(np.float64).ravel() ** 2
+        for b in range(0, sq.size, NORM_BLOCK):
+            block = sq[b:b + NORM_BLOCK]
+            lanes = [np.cumsum(block[j::8])[-1] if block[j::8].size else 0.0 for j in range(8)]
+            l0, l1, l2, l3, l4, l5, l6, l7 = (float(v) for v in lanes)
+            total += ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+    return float(np.sqrt(total))
+
+
+class _Optimizer:
+    rule = ()                   # (kernel, its state arrays, hyperparameters with defaults)
+    torch_defaults = {}
+
+    def __init__(self, params, *, convention="lecture", weight_decay=0.0,
+                 decoupled_weight_decay=False, clip_norm=None, ema_decay=None, **hyper):
+        kernel, self.state_names, defaults = self.rule
+        if convention == "torch":
+            defaults = dict(defaults, **self.torch_defaults)
+            kernel = {momentum_: momentum_torch_, nesterov_: nesterov_torch_}.get(kernel, kernel)
+        self.kernel = kernel
+        hyper = {k: (defaults[k] if v is None else v) for k, v in hyper.items()}
+        base = dict(hyper, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
+        grouped = isinstance(params, (list, tuple)) and all(isinstance(g, dict) for g in params)
+        self.grouped = grouped
+        groups = params if grouped else [{"params": params}]
+        self.param_groups = []
+        self.params = []            # (group, key, array)
+        for group in groups:
+            g = dict(base, **{k: v for k, v in group.items() if k != "params"})
+            inner = group["params"]
+            keys = list(inner) if isinstance(inner, dict) else list(range(len(inner)))
+            g["keys"] = keys
+            g["kind"] = dict if isinstance(inner, dict) else list
+            self.param_groups.append(g)
+            self.params += [(g, k, inner[k]) for k in keys]
+        self.state = [[np.zeros_like(x) for _ in self.state_names] for _, _, x in self.params]
+        self.clip_norm, self.ema_decay = clip_norm, ema_decay
+        self.ema = None if ema_decay is None else [x.copy() for _, _, x in self.params]
+        self.t = 0
+        self.last_grad_norm = None
+
+    def _grads(self, grads):
+        if isinstance(grads, dict):
+            return [grads[k] for _, k, _ in self.params]
+        if self.grouped:
+            return [grads[self.param_groups.index(g)][k] for g, k, _ in self.params]
+        return list(grads)
+
+    def step(self, grads):
+        self.t += 1
+        t = self.t
+        grads = self._grads(grads)
+        if self.clip_norm is not None:
+            norm = global_norm(grads)
+            if not np.isfinite(norm):
+                raise FloatingPointError("the global norm of the gradients is not finite")
+            scale = min(1.0, self.clip_norm / (norm + 1e-6))
+            grads = [g * scale for g in grads]
+            self.last_grad_norm = norm
+        for i, ((group, _, x), dx) in enumerate(zip(self.params, grads)):
+            h = {k: group[k] for k in self.rule[2]}
+            h["lr"] = group["lr"]
+            for k in ("lr", "mu"):
+                if k in h and callable(h[k]):
+                    h[k] = float(h[k](t))
+            lam = group["weight_decay"]
+            if lam and group["decoupled_weight_decay"]:
+                x *= 1 - h["lr"] * lam
+            elif lam:
+                dx = dx + lam * x
+            if self.kernel is adam_:
+                h["t"] = t
+            self.kernel(x, dx, *self.state[i], **h)
+            if self.ema is not None:
+                ema_(self.ema[i], x, decay=self.ema_decay)
+
+    @property
+    def ema_params(self):
+        if self.ema is None:
+            return None
+        out = []
+        for g in self.param_groups:
+            pairs = [(k, a) for (gg, k, _), a in zip(self.params, self.ema) if gg is g]
+            out.append(dict(pairs) if g["kind"] is dict else [a for _, a in pairs])
+        return out if self.grouped else out[0]
+
+
+class SGD(_Optimizer):
+    rule = (sgd_, (), {})
+
+    def __init__(self, params, lr, **kw):
+        super().__init__(params, lr=lr, **kw)
+
+
+class Momentum(_Optimizer):
+    rule = (momentum_, ("v",), {"mu": 0.9})
+
+    def __init__(self, params, lr, *, mu=None, **kw):
+        super().__init__(params, lr=lr, mu=mu, **kw)
+
+
+class Nesterov(Momentum):
+    rule = (nesterov_, ("v",), {"mu": 0.9})
+
+
+class AdaGrad(_Optimizer):
+    rule = (adagrad_, ("cache",), {"eps": 1e-7})
+    torch_defaults = {"eps": 1e-10}
+
+    def __init__(self, params, lr, *, eps=None, **kw):
+        super().__init__(params, lr=lr, eps=eps, **kw)
+
+
+class RMSProp(_Optimizer):
+    rule = (rmsprop_, ("cache",), {"decay_rate": 0.99, "eps": 1e-7})
+    torch_defaults = {"eps": 1e-8}
+
+    def __init__(self, params, lr, *, decay_rate=None, eps=None, **kw):
+        super().__init__(params, lr=lr, decay_rate=decay_rate, eps=eps, **kw)
+
+
+class Adam(_Optimizer):
+    rule = (adam_, ("m", "v"), {"beta1": 0.9, "beta2": 0.999, "eps": 1e-7})
+    torch_defaults = {"eps": 1e-8}
+
+    def __init__(self, params, lr=1e-3, *, beta1=None, beta2=None, eps=None, **kw):
+        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, **kw)
