@@ -172,8 +172,9 @@ cdef enum Range:
     PROB        # in (0, 1]
 
 cdef double real(str fn, str name, object value, Range rng) except? -1.0:
-    """A hyperparameter as a C double, or ValueError naming it, its allowed range and the value.
-    bool is refused (True is an int, but never a meant learning rate)."""
+    """A hyperparameter as a C double: TypeError naming it when it is not a real number (bool is
+    refused: True is an int, but never a meant learning rate), ValueError naming its allowed
+    range and the value when it is outside."""
     cdef double v
     if PyFloat_Check(value):            # float and numpy.float64, the common case
         v = PyFloat_AS_DOUBLE(value)
@@ -183,7 +184,7 @@ cdef double real(str fn, str name, object value, Range rng) except? -1.0:
         except OverflowError:
             v = float("inf")
     else:
-        raise ValueError(f"{fn}: {name} must be a real number, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{fn}: {name} must be a real number, got {value!r} ({type(value).__name__})")
     if rng == UNIT:
         if 0.0 <= v < 1.0:
             return v
@@ -201,8 +202,8 @@ cdef double real(str fn, str name, object value, Range rng) except? -1.0:
 cdef double step_number(str fn, str name, object value) except? -1.0:
     """A 1-based step count t (an integer >= 1), as the double the bias correction needs."""
     if not (PyLong_Check(value) or isinstance(value, _Integral)) or isinstance(value, bool):
-        raise ValueError(f"{fn}: {name} must be an integer >= 1 (the 1-based step number), "
-                         f"got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{fn}: {name} must be an integer >= 1 (the 1-based step number), "
+                        f"got {value!r} ({type(value).__name__})")
     if value < 1:
         raise ValueError(f"{fn}: {name} must be an integer >= 1 (the 1-based step number), got {value!r}")
     try:

@@ -365,9 +365,10 @@ REFUSALS = [
     (ValueError, r"no samples .*\(N = 0\)", _with(x=np.zeros((0, 4), np.float32))),
     (ValueError, r"no samples .*\(N\*H\*W = 0\)", _with(x=np.zeros((2, 4, 0, 3), np.float32))),
     # hyperparameters
-    *[(ValueError, r"momentum must be", _with(momentum=m)) for m in (1.0, -0.1, float("nan"), "0.9", None)],
-    *[(ValueError, r"eps must be", _with(eps=e))
-      for e in (0.0, -1e-5, float("inf"), float("nan"), None)],
+    *[(ValueError, r"momentum must be", _with(momentum=m)) for m in (1.0, -0.1, float("nan"))],
+    *[(TypeError, r"momentum must be a real number", _with(momentum=m)) for m in ("0.9", None)],
+    *[(ValueError, r"eps must be", _with(eps=e)) for e in (0.0, -1e-5, float("inf"), float("nan"))],
+    (TypeError, r"eps must be a real number", _with(eps=None)),
 ]
 
 

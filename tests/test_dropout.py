@@ -324,7 +324,7 @@ FORWARD_REFUSALS = [
     (ValueError, r"p must be in \(0, 1\], got 1.5", lambda x, o: (x, {"p": 1.5})),
     (ValueError, r"p must be in \(0, 1\], got -0.2", lambda x, o: (x, {"p": -0.2})),
     (ValueError, r"p must be in \(0, 1\], got nan", lambda x, o: (x, {"p": float("nan")})),
-    (ValueError, "p must be a real number", lambda x, o: (x, {"p": "0.5"})),
+    (TypeError, "p must be a real number", lambda x, o: (x, {"p": "0.5"})),
     (TypeError, "out has dtype float32 but x has float64", lambda x, o: (x, {"out": o.astype(np.float32)})),
     (ValueError, r"out has shape \(6, 5\) but x has shape \(6, 4\)", lambda x, o: (x, {"out": np.empty((6, 5))})),
     (ValueError, "out is read-only", lambda x, o: (x, {"out": Bits.read_only(o)})),
@@ -336,7 +336,7 @@ FORWARD_REFUSALS = [
     (TypeError, "rng must be a numpy.random.Generator", lambda x, o: (x, {"rng": "x", "train": False})),
     (TypeError, "train must be True or False, got 'no'", lambda x, o: (x, {"train": "no"})),
     (TypeError, "inverted must be True or False, got 1", lambda x, o: (x, {"inverted": 1})),
-    (ValueError, "p must be a real number, got True", lambda x, o: (x, {"p": True})),
+    (TypeError, "p must be a real number, got True", lambda x, o: (x, {"p": True})),
     (TypeError, "out must be None or a numpy.ndarray", lambda x, o: (x, {"out": [0.0] * 24})),
     (TypeError, "x is a numpy.ma.MaskedArray", lambda x, o: (np.ma.masked_array(x, mask=x > 0), {})),
 ]
