@@ -50,8 +50,11 @@ def ema_(x_avg, x, *, decay=0.995):
 
 def average_(out, arrays, weights=None):
     """out = sum_k (w_k / sum(w)) * arrays[k], summed in double in the order of arrays."""
-    w = np.ones(len(arrays)) if weights is None else np.array([float(v) for v in weights])
-    w = w / w.sum()
+    w = [1.0] * len(arrays) if weights is None else [float(v) for v in weights]
+    total = 0.0
+    for v in w:                     # in order (numpy's sum would add pairwise)
+        total += v
+    w = [v / total for v in w]
     acc = w[0] * arrays[0].astype(np.float64)
     for wk, a in zip(w[1:], arrays[1:]):
         acc += wk * a.astype(np.float64)
@@ -230,16 +233,15 @@ class _Optimizer:
             norm = global_norm(grads)
             if not np.isfinite(norm):
                 raise FloatingPointError("the global norm of the gradients is not finite")
-            scale = min(1.0, self.clip_norm / (norm + 1e-6))
+            scale = min(1.0, float(self.clip_norm) / (norm + 1e-6))
             grads = [g * scale for g in grads]
             self.last_grad_norm = norm
         for i, ((group, _, x), dx) in enumerate(zip(self.params, grads)):
             h = {k: group[k] for k in self.rule[2]}
             h["lr"] = group["lr"]
-            for k in ("lr", "mu"):
-                if k in h and callable(h[k]):
-                    h[k] = float(h[k](t))
-            lam = group["weight_decay"]
+            for k in h:                 # every hyperparameter as a Python float (a double)
+                h[k] = float(h[k](t) if callable(h[k]) else h[k])
+            lam = float(group["weight_decay"])
             if lam and group["decoupled_weight_decay"]:
                 x *= 1 - h["lr"] * lam
             elif lam:
@@ -248,7 +250,7 @@ class _Optimizer:
                 h["t"] = t
             self.kernel(x, dx, *self.state[i], **h)
             if self.ema is not None:
-                ema_(self.ema[i], x, decay=self.ema_decay)
+                ema_(self.ema[i], x, decay=float(self.ema_decay))
 
     @property
     def ema_params(self):

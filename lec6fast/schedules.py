@@ -33,7 +33,10 @@ def _number(fn, name, value, *, positive=False, nonneg=False):
 
 
 def _steps(fn, name, value, least=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an integer >= {least} (a number of steps), "
+                        f"got {value!r}")
+    if value < least:
         raise ValueError(f"{fn}: {name} must be an integer >= {least} (a number of steps), "
                          f"got {value!r}")
     return int(value)
@@ -84,7 +87,8 @@ def inverse_time_decay(lr0, *, k):
 def cosine_decay(lr0, *, total, final=0.0):
     """Cosine annealing from lr0 (t = 1) to final (t = total + 1 and after):
     final + (lr0 - final) * (1 + cos(pi * min(t - 1, total) / total)) / 2.  torch:
-    CosineAnnealingLR(T_max=total, eta_min=final), whose epoch e is t - 1 here."""
+    CosineAnnealingLR(T_max=total, eta_min=final), whose epoch e is t - 1 here, up to t =
+    total + 1 (after that torch's rises again; this one stays at final)."""
     lr0 = _number("cosine_decay", "lr0", lr0, nonneg=True)
     final = _number("cosine_decay", "final", final, nonneg=True)
     total = _steps("cosine_decay", "total", total)

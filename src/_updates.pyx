@@ -320,6 +320,7 @@ cdef enum:
     SUB = 512               # elements per sub-block (the gradient buffer on the stack: 4 KiB)
     NORM_BLOCK = 4096       # elements per block of the global gradient norm
     PAR_NORM = 32768        # elements from which the norm's blocks are split across the threads
+    PAR_AVERAGE = 16384     # average_: from this many elements of out
 
 # The rules lec6fast.optim can step: name -> (id, state arrays, the kernel's thresholds).
 RULES = {
@@ -524,17 +525,27 @@ cdef class ModelStep:
     cdef int* block_param
     cdef Span* spans
     cdef list names
+    cdef str fn
     cdef readonly list shapes, dtypes
-    cdef object keep            # the state arrays (their memory is the optimizer's buffers)
+    cdef object keep            # the state arrays and the buffers they are views of
+    cdef bint bound
+    cdef int nbuf
+    cdef char* buf_lo[2]        # the optimizer's buffers: no argument of a step may be in them
+    cdef char* buf_hi[2]
 
-    def __cinit__(self, str rule, list names, list params):
+    def __cinit__(self, str rule, list names, list params, str fn="step"):
         cdef int i, k, d
         cdef Param* q
         self.rule, self.nstate, self.par_min = RULES[rule]
         self.n = len(names)
         self.names = list(names)
+        self.fn = fn
+        self.bound = False
+        self.nbuf = 0
+        if len(params) != self.n:
+            raise ValueError(f"{fn}: {len(names)} names for {len(params)} parameters")
         self.p = <Param*>malloc(max(self.n, 1) * sizeof(Param))
-        self.spans = <Span*>malloc(max(2 * self.n, 1) * sizeof(Span))
+        self.spans = <Span*>malloc((2 * self.n + 2) * sizeof(Span))
         self.order[0] = <int*>malloc(max(self.n, 1) * sizeof(int))
         self.order[1] = <int*>malloc(max(self.n, 1) * sizeof(int))
         if self.p == NULL or self.spans == NULL or self.order[0] == NULL or self.order[1] == NULL:
@@ -575,18 +586,45 @@ cdef class ModelStep:
         free(self.partial)
         free(self.block_param)
 
-    def bind(self, list states, list avgs):
+    def bind(self, list states, list avgs, list buffers):
         """states[i]: parameter i's state arrays (in the rule's order), avgs[i]: its running
-        average or None; the optimizer's own arrays, of parameter i's shape and dtype."""
+        average or None, each a writeable C-contiguous array of parameter i's shape and dtype;
+        buffers: the (at most two) arrays they are views of, which no step argument may touch."""
         cdef int i, k
-        self.keep = (states, avgs)
+        cdef list arrays
+        if len(states) != self.n or len(avgs) != self.n or len(buffers) > 2:
+            raise ValueError("bind: one list of states and one average per parameter, at most "
+                             "two buffers")
+        for i in range(self.n):
+            arrays = list(states[i]) + ([] if avgs[i] is None else [avgs[i]])
+            if len(states[i]) != self.nstate:
+                raise ValueError(f"bind: {self.names[i]} needs {self.nstate} state arrays")
+            for a in arrays:
+                if (not cnp.PyArray_CheckExact(a) or c_shape(a) != self.shapes[i]
+                        or str(a.dtype) != self.dtypes[i] or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+                        or not cnp.PyArray_ISWRITEABLE(a)):
+                    raise ValueError(f"bind: the state of {self.names[i]} must be writeable, "
+                                     f"C-contiguous {self.dtypes[i]} arrays of shape {self.shapes[i]}")
+        for b in buffers:
+            if not cnp.PyArray_CheckExact(b) or not cnp.PyArray_IS_C_CONTIGUOUS(b):
+                raise ValueError("bind: a buffer must be a C-contiguous array")
+        self.keep = (states, avgs, buffers)
+        self.nbuf = 0
+        for b in buffers:
+            if cnp.PyArray_NBYTES(<cnp.ndarray>b) > 0:
+                self.buf_lo[self.nbuf] = cnp.PyArray_BYTES(<cnp.ndarray>b)
+                self.buf_hi[self.nbuf] = self.buf_lo[self.nbuf] + cnp.PyArray_NBYTES(<cnp.ndarray>b)
+                self.nbuf += 1
         for i in range(self.n):
             for k in range(self.nstate):
                 self.p[i].s.a[2 + k] = cnp.PyArray_BYTES(<cnp.ndarray>states[i][k])
             self.p[i].avg.a[0] = (NULL if avgs[i] is None
                                   else cnp.PyArray_BYTES(<cnp.ndarray>avgs[i]))
+        self.bound = True
 
     cdef str _name(self, int k, list gnames):
+        if k >= 2 * self.n:
+            return "the optimizer's own state"
         return self.names[k] if k < self.n else gnames[k - self.n]
 
     cdef int _span(self, cnp.ndarray a, int who, int written, int* ns) noexcept:
@@ -607,30 +645,35 @@ cdef class ModelStep:
         cdef PyObject* o[2]
         cdef tuple pair
         cdef str kind
-        if len(params) != self.n or (grads is not None and len(grads) != self.n):
-            raise ValueError(f"step: expected {self.n} parameters and gradients")
+        if len(params) != self.n or (grads is not None and (len(grads) != self.n
+                                                             or len(gnames) != self.n)):
+            raise ValueError(f"{self.fn}: expected {self.n} parameters and gradients")
         for i in range(self.n):
             o[0] = <PyObject*>params[i]
             pair = (self.names[i], None if grads is None else gnames[i])
             if grads is not None:
                 o[1] = <PyObject*>grads[i]
-            check_types("step", pair, o, m)
-            check_dtypes("step", pair, o, m)
+            check_types(self.fn, pair, o, m)
+            check_dtypes(self.fn, pair, o, m)
             if grads is not None:
                 kind = "float64" if cnp.PyArray_TYPE(<cnp.ndarray>o[0]) == cnp.NPY_FLOAT64 else "float32"
                 if kind != self.dtypes[i]:
-                    raise TypeError(f"step: {self.names[i]} has dtype {kind} but had "
+                    raise TypeError(f"{self.fn}: {self.names[i]} has dtype {kind} but had "
                                     f"{self.dtypes[i]} when the optimizer was made")
                 if c_shape(params[i]) != self.shapes[i]:
-                    raise ValueError(f"step: {self.names[i]} has shape {c_shape(params[i])} but "
+                    raise ValueError(f"{self.fn}: {self.names[i]} has shape {c_shape(params[i])} but "
                                      f"had shape {self.shapes[i]} when the optimizer was made")
-                check_same_shape("step", pair, o, 2)
-                check_layout("step", gnames[i], grads[i], False)
-            check_layout("step", self.names[i], params[i], True)
-            check_writeable("step", pair, o, 1, 0b1)
+                check_same_shape(self.fn, pair, o, 2)
+                check_layout(self.fn, gnames[i], grads[i], False)
+            check_layout(self.fn, self.names[i], params[i], True)
+            check_writeable(self.fn, pair, o, 1, 0b1)
             self._span(<cnp.ndarray>o[0], i, 1, &ns)
             if grads is not None:
                 self._span(<cnp.ndarray>o[1], self.n + i, 0, &ns)
+        for i in range(self.nbuf if grads is not None else 0):
+            self.spans[ns].lo, self.spans[ns].hi = self.buf_lo[i], self.buf_hi[i]
+            self.spans[ns].who, self.spans[ns].written = 2 * self.n, 1
+            ns += 1
         # No parameter may share memory with another argument of the step; gradients may share
         # with each other (they are only read).  Sorted by start, an array overlaps an earlier
         # one iff it starts before the furthest end so far.
@@ -654,8 +697,9 @@ cdef class ModelStep:
     cdef int _overlap(self, int a, int b, list gnames) except -1:
         if a > b:
             a, b = b, a
-        raise ValueError(f"step: {self._name(a, gnames)} shares memory with {self._name(b, gnames)}; "
-                         f"each parameter is written by the step and must be a separate array")
+        raise ValueError(f"{self.fn}: {self._name(a, gnames)} shares memory with "
+                         f"{self._name(b, gnames)}; the step writes the parameters and the "
+                         f"optimizer's state, so each must be a separate array")
 
     def step(self, list params, list grads, list gnames, cnp.ndarray hyper, double t,
              double clip_norm):
@@ -671,10 +715,17 @@ cdef class ModelStep:
         cdef const double* h
         cdef double norm = 0.0, total = 0.0
         cdef int nt = num_threads()
+        cdef Py_ssize_t size = self.total[0] + self.total[1]
+        cdef Py_ssize_t norm_min = parallel_min(cnp.NPY_FLOAT32, PAR_NORM, PAR_NORM)
+        cdef Py_ssize_t step_min = parallel_min(cnp.NPY_FLOAT32, self.par_min, self.par_min)
         if (cnp.PyArray_TYPE(hyper) != cnp.NPY_FLOAT64 or cnp.PyArray_NDIM(hyper) != 2
                 or cnp.PyArray_DIMS(hyper)[0] != self.n or cnp.PyArray_DIMS(hyper)[1] != NCOL
                 or not cnp.PyArray_IS_C_CONTIGUOUS(hyper)):
             raise ValueError("step: hyper must be a C-contiguous float64 (n, 9) table")
+        if not self.bound:
+            raise ValueError("step: bind() the optimizer's state first")
+        if self.rule == RULE_ADAM and not t >= 1:
+            raise ValueError(f"step: t must be >= 1 (the 1-based step), got {t}")
         self._check(params, grads, gnames)
         for i in range(self.n):             # exactly what was checked, from here on
             q = &self.p[i]
@@ -708,7 +759,7 @@ cdef class ModelStep:
             if clip_norm > 0:
                 if self.nblocks > 0:
                     _pool.run(_norm_chunk, &m, self.nblocks,
-                              nt if m.total[0] + m.total[1] >= PAR_NORM else 1)
+                              nt if size >= norm_min else 1)
                 for i in range(self.nblocks):
                     total = total + self.partial[i]
                 norm = sqrt(total)
@@ -716,10 +767,11 @@ cdef class ModelStep:
                     m.scale = min(1.0, clip_norm / (norm + 1e-6))
             if (not clip_norm > 0 or isfinite(norm)) and m.nchunks[0] + m.nchunks[1] > 0:
                 _pool.run(_model_chunk, &m, m.nchunks[0] + m.nchunks[1],
-                          nt if m.total[0] + m.total[1] >= self.par_min else 1)
+                          nt if size >= step_min else 1)
         if clip_norm > 0 and not isfinite(norm):
-            raise FloatingPointError(f"step: the global norm of the gradients is {norm} (a "
-                                     f"gradient holds inf or nan); nothing was updated")
+            raise FloatingPointError(f"{self.fn}.step: the global norm of the gradients is {norm} "
+                                     f"(a gradient holds inf or nan, or their squares overflow "
+                                     f"double); nothing was updated")
         return norm if clip_norm > 0 else None
 
 
@@ -810,6 +862,7 @@ def average_(out, arrays, weights=None):
     cdef PyObject** o = <PyObject**>malloc((k + 1) * sizeof(PyObject*))
     cdef char** src = <char**>malloc(k * sizeof(char*))
     cdef Average a
+    cdef int typenum
     try:
         if o == NULL or src == NULL:
             raise MemoryError()
@@ -826,7 +879,7 @@ def average_(out, arrays, weights=None):
         with nogil:
             if a.n > 0:
                 _pool.run(_average_chunk, &a, (a.n + a.chunk - 1) // a.chunk,
-                          num_threads() if a.n >= PAR_SGD_32 // (k if k < 8 else 8) else 1)
+                          num_threads() if a.n >= parallel_min(typenum, PAR_AVERAGE, PAR_AVERAGE) else 1)
     finally:
         free(o)
         free(src)

@@ -9,8 +9,10 @@ The state dict:
                     for a callable, which cannot be saved) and "params": its parameter names
     state       {state name: [one array per parameter]}  (copies)
     ema         [one array per parameter] or None
-The .npz holds "meta" (the above without arrays, as JSON text) and the arrays as
-"state/<name>/<i>" and "ema/<i>"; no pickled objects.
+save() writes a checkpoint of training: the state dict and the parameters themselves, in an
+.npz holding "meta" (the state dict without arrays, as JSON text), "params/<i>",
+"state/<name>/<i>" and "ema/<i>"; no pickled objects.  load() restores both, the parameters in
+place into the arrays the optimizer updates.
 """
 
 import json
@@ -25,9 +27,11 @@ SCHEDULE = "schedule"
 
 
 def state_dict(opt):
+    opt._hyper_table(max(opt.t, 1))         # the groups as they are now are valid
     groups = []
     for group, sl in zip(opt.param_groups, opt._structure.slices):
-        g = {k: (SCHEDULE if callable(v) else v) for k, v in group.items() if k != "params"}
+        g = {k: (SCHEDULE if callable(v) else bool(v) if k == "decoupled_weight_decay"
+                 else float(v)) for k, v in group.items() if k != "params"}
         g["params"] = opt._structure.names[sl]
         groups.append(g)
     return {
@@ -46,8 +50,9 @@ def _differs(what, saved, here):
                      f"one's is {here!r}; nothing was loaded")
 
 
-def load_state_dict(opt, sd):
-    """Check everything against opt, then restore; nothing changes when a check fails."""
+def load_state_dict(opt, sd, params=None):
+    """Check everything against opt, then restore (and copy params, if given, into the
+    optimizer's parameters); nothing changes when a check fails."""
     if not isinstance(sd, dict) or sd.get("format") != FORMAT:
         raise ValueError(f"load_state_dict: not a lec6fast optimizer state dict (expected "
                          f"format {FORMAT!r}, got {sd.get('format') if isinstance(sd, dict) else type(sd).__name__!r})")
@@ -65,8 +70,8 @@ def load_state_dict(opt, sd):
     if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
         _differs("number of parameter groups", len(groups) if isinstance(groups, list) else groups,
                  len(opt.param_groups))
-    updates = []
-    for g, (saved, group) in enumerate(zip(groups, opt.param_groups)):
+    trial = [dict(group) for group in opt.param_groups]
+    for g, (saved, group) in enumerate(zip(groups, trial)):
         if not isinstance(saved, dict) or saved.get("params") != mine["param_groups"][g]["params"]:
             _differs(f"group {g}'s parameters", saved.get("params") if isinstance(saved, dict)
                      else saved, mine["param_groups"][g]["params"])
@@ -80,7 +85,8 @@ def load_state_dict(opt, sd):
                                      f"was saved (a schedule cannot be saved); give this "
                                      f"optimizer the same schedule")
             else:
-                updates.append((group, k, saved[k]))
+                group[k] = saved[k]
+    opt._hyper_table(max(int(t), 1), trial)     # every saved hyperparameter is valid
     arrays = []
     state = sd.get("state")
     if not isinstance(state, dict) or set(state) != set(opt.rule.state):
@@ -90,15 +96,22 @@ def load_state_dict(opt, sd):
         arrays += _pairs(f"state[{name!r}]", state[name], [s[k] for s in opt._state])
     if opt.ema_decay is not None:
         arrays += _pairs("ema", sd.get("ema"), opt._ema)
+    if params is not None:
+        arrays += _pairs("params", params, opt._params)
+        for name, x in zip(opt._structure.names, opt._params):
+            if not x.flags.writeable:
+                raise ValueError(f"load: {name} is read-only, so the checkpoint's parameters "
+                                 f"cannot be restored into it; nothing was loaded")
     norm = sd.get("last_grad_norm")
+    if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float))):
+        raise ValueError(f"load_state_dict: last_grad_norm must be a number or None, got {norm!r}")
     # Everything fits: restore.
     for src, dst in arrays:
         np.copyto(dst, src)
-    for group, k, v in updates:
-        group[k] = v
+    for group, new in zip(opt.param_groups, trial):
+        group.update(new)
     opt.t = int(t)
     opt.last_grad_norm = None if norm is None else float(norm)
-    opt._hyper_table(max(opt.t, 1))
 
 
 def _pairs(what, saved, mine):
@@ -116,6 +129,7 @@ def save(opt, path):
     sd = state_dict(opt)
     arrays = {f"state/{name}/{i}": a for name, lst in sd.pop("state").items()
               for i, a in enumerate(lst)}
+    arrays.update({f"params/{i}": a for i, a in enumerate(opt._params)})
     sd["state"] = list(opt.rule.state)
     ema = sd.pop("ema")
     if ema is not None:
@@ -124,7 +138,10 @@ def save(opt, path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".lec6fast-", suffix=".npz.tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)       # as open() would create it (mkstemp makes it 0600)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, meta=np.array(meta), **arrays)
             f.flush()
@@ -144,7 +161,7 @@ def save(opt, path):
 def load(opt, path):
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             files = {k: z[k] for k in z.files}
         meta = json.loads(str(files.pop("meta")[()]))
         sd = dict(meta)
@@ -152,10 +169,11 @@ def load(opt, path):
                        for name in meta["state"]}
         sd["ema"] = (None if meta.get("ema_decay") is None
                      else [files.pop(f"ema/{i}") for i in range(len(meta["names"]))])
+        params = [files.pop(f"params/{i}") for i in range(len(meta["names"]))]
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
             json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not a readable lec6fast optimizer checkpoint "
                          f"({type(e).__name__}: {e})") from e
-    load_state_dict(opt, sd)
+    load_state_dict(opt, sd, params)

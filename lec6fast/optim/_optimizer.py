@@ -2,6 +2,7 @@
 whole model, around one fused Cython step (lec6fast._updates.ModelStep)."""
 
 import math
+import threading
 
 import numpy as np
 
@@ -15,6 +16,17 @@ COLUMNS = _updates.HYPER_COLUMNS        # lr, mu, eps, decay, beta1, beta2, l2, 
 SCHEDULABLE = ("lr", "mu")
 CONVENTIONS = ("lecture", "torch")
 ALIGN = 64                              # bytes: each state array starts on a cache line
+
+
+def _read_only_view(a, buffers):
+    """a (a view into one of buffers) through a read-only memoryview of that buffer."""
+    for buf in buffers.values():
+        start = a.ctypes.data - buf.ctypes.data
+        if buf.size and 0 <= start < buf.size:
+            ro = np.frombuffer(memoryview(buf).toreadonly(), dtype=a.dtype,
+                               count=a.size, offset=start)
+            return ro.reshape(a.shape)
+    return np.frombuffer(memoryview(b"").toreadonly(), dtype=a.dtype).reshape(a.shape)
 
 
 class Optimizer:
@@ -61,11 +73,16 @@ class Optimizer:
             self.param_groups.append(group)
         self._ranges = {h.name: h.range for h in rule.hypers + GROUP_HYPERS}
 
-        self._plan = _updates.ModelStep(self._kernel_rule, s.names, self._params)
+        self._plan = _updates.ModelStep(self._kernel_rule, s.names, self._params, cls)
         self._shapes, self._dtypes = self._plan.shapes, self._plan.dtypes
         self._state, self._ema, self._buffers = self._allocate()
-        self._plan.bind(self._state, self._ema)
-        self.t = 0
+        self._plan.bind(self._state, self._ema, list(self._buffers.values()))
+        # What ema_params hands out: views of a read-only memoryview of the buffer, which numpy
+        # will not make writeable again (a view of the buffer itself it would).
+        self._ema_read_only = [None if a is None else _read_only_view(a, self._buffers)
+                               for a in self._ema]
+        self._t = 0
+        self._busy = threading.Lock()
         self.last_grad_norm = None
         self._hyper_table(1)            # every hyperparameter checked now, not at the first step
 
@@ -110,11 +127,34 @@ class Optimizer:
         where = f"param_groups[{g}][{name!r}]" if len(self.param_groups) > 1 else name
         return _updates._real(type(self).__name__, where, v, self._ranges[name])
 
-    def _hyper_table(self, t):
+    def _check_groups(self, groups):
+        cls = type(self).__name__
+        if not isinstance(groups, list) or len(groups) != len(self._structure.slices):
+            raise ValueError(f"{cls}: param_groups must stay a list of {len(self._structure.slices)} "
+                             f"groups (their hyperparameters may change between steps, the groups "
+                             f"may not: make a new optimizer)")
+        want = set(self.defaults) | {"params"}
+        for g, (group, sl) in enumerate(zip(groups, self._structure.slices)):
+            if not isinstance(group, dict) or set(group) != want:
+                have = set(group) if isinstance(group, dict) else set()
+                odd = sorted(have - want) or sorted(want - have)
+                raise ValueError(f"{cls}: param_groups[{g}] has {'an unknown' if have - want else 'no'} "
+                                 f"entry {odd[0] if odd else type(group).__name__!r}; a group holds "
+                                 f"exactly {', '.join(sorted(want))}")
+            held = group["params"]
+            if not (isinstance(held, tuple) and len(held) == sl.stop - sl.start
+                    and all(a is b for a, b in zip(held, self._params[sl]))):
+                raise ValueError(f"{cls}: param_groups[{g}]['params'] changed; a group's "
+                                 f"hyperparameters may change between steps, its arrays may not "
+                                 f"(make a new optimizer)")
+
+    def _hyper_table(self, t, groups=None):
         """Every group's hyperparameters at step t, converted and checked (scalars first: this
         is where a schedule or a user's number type runs), as the step's per-parameter table."""
+        groups = self.param_groups if groups is None else groups
+        self._check_groups(groups)
         table = np.zeros((len(self._params), len(COLUMNS)))
-        for g, (group, sl) in enumerate(zip(self.param_groups, self._structure.slices)):
+        for g, (group, sl) in enumerate(zip(groups, self._structure.slices)):
             row = dict.fromkeys(COLUMNS, 0.0)
             for name in [h.name for h in self.rule.hypers] + ["weight_decay"]:
                 value = self._value(group, g, name, t)
@@ -133,30 +173,48 @@ class Optimizer:
     @property
     def lr(self):
         """The first group's learning rate at the current step (the last one taken; the first
-        one before any), after its schedule."""
+        one before any), after its schedule.  Setting it sets every group's "lr" (a float or a
+        schedule), used from the next step."""
         return self._value(self.param_groups[0], 0, "lr", max(self.t, 1))
+
+    @lr.setter
+    def lr(self, value):
+        self._hyper_table(self.t + 1, [dict(g, lr=value) for g in self.param_groups])
+        for g in self.param_groups:
+            g["lr"] = value
 
     # ---------------------------------------------------------------- the step
 
     def step(self, grads):
         """Update every parameter (and its state and running average) in place, in one fused
         pass.  grads mirrors params.  Nothing is written when anything is refused."""
-        t = self.t + 1
-        table = self._hyper_table(t)                    # 1. every scalar
-        flat = self._structure.flatten(grads)           # 2. the gradient objects
-        for group, sl in zip(self.param_groups, self._structure.slices):
-            held = group.get("params")
-            if not (isinstance(held, tuple) and len(held) == sl.stop - sl.start
-                    and all(a is b for a, b in zip(held, self._params[sl]))):
-                raise ValueError(f"{type(self).__name__}: a group's 'params' changed; its "
-                                 f"hyperparameters may change between steps, its arrays may not "
-                                 f"(make a new optimizer)")
-        # 3. every array checked at C level, then the update with exactly those arrays.
-        norm = self._plan.step(self._params, flat, self._structure.gnames, table, float(t),
-                               self.clip_norm or -1.0)
-        self.t = t
-        if self.clip_norm is not None:
-            self.last_grad_norm = norm
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{type(self).__name__}.step: called while another thread is in "
+                               f"a step of this optimizer; one optimizer takes one step at a time")
+        try:
+            t = self.t + 1
+            table = self._hyper_table(t)                    # 1. every scalar
+            flat = self._structure.flatten(grads)           # 2. the gradient objects
+            # 3. every array checked at C level, then the update with exactly those arrays.
+            norm = self._plan.step(self._params, flat, self._structure.gnames, table, float(t),
+                                   self.clip_norm or -1.0)
+            self._t = t
+            if self.clip_norm is not None:
+                self.last_grad_norm = norm
+        finally:
+            self._busy.release()
+
+    @property
+    def t(self):
+        """The number of steps taken (the next step is t + 1)."""
+        return self._t
+
+    @t.setter
+    def t(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{type(self).__name__}.t must be an integer >= 0 (steps taken), "
+                             f"got {value!r}")
+        self._t = int(value)
 
     # ---------------------------------------------------------------- averages and state
 
@@ -166,12 +224,7 @@ class Optimizer:
         ema_decay."""
         if self.ema_decay is None:
             return None
-        views = []
-        for a in self._ema:
-            v = a.view()
-            v.flags.writeable = False
-            views.append(v)
-        return self._structure.unflatten(views)
+        return self._structure.unflatten([a.view() for a in self._ema_read_only])
 
     def state_dict(self):
         """Everything a resume needs, as plain data (ints, floats, strings, lists, ndarrays)."""
@@ -183,12 +236,14 @@ class Optimizer:
         _checkpoint.load_state_dict(self, sd)
 
     def save(self, path):
-        """Write state_dict() to path as .npz, atomically (an interruption leaves the previous
-        file intact)."""
+        """Write a checkpoint of training to path (.npz): the parameters and state_dict().
+        Atomic: a temporary file in the same folder, fsync, rename (an interruption leaves the
+        previous file intact)."""
         _checkpoint.save(self, path)
 
     def load(self, path):
-        """Restore what save() wrote."""
+        """Restore what save() wrote: the optimizer's state, and the parameters, in place.
+        Checked first: a damaged or foreign file is refused with ValueError, changing nothing."""
         _checkpoint.load(self, path)
 
     def __repr__(self):
