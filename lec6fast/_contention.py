@@ -40,9 +40,11 @@ def _per_call(fn, batch):
     return (time.perf_counter() - t0) / batch
 
 
-def interleaved(fns, *, threads, repeat=15, batch_time=0.02, warmup=3):
+def interleaved(fns, *, threads, repeat=15, batch_time=0.02, warmup=3, settle=0.0):
     """Median seconds per call of each fn(), each run with lec6fast on threads[i] threads;
-    their batches alternate, so every fn sees the same stretch of the machine's time."""
+    their batches alternate, so every fn sees the same stretch of the machine's time.  settle:
+    seconds to sleep (untimed) before each batch, so that threads one fn left spinning (torch's
+    OpenMP pool spins after its calls) are asleep before the next fn's batch starts."""
     saved = lec6fast.get_num_threads()
     try:
         batches = []
@@ -56,6 +58,8 @@ def interleaved(fns, *, threads, repeat=15, batch_time=0.02, warmup=3):
         for _ in range(repeat):
             for ts, fn, nt, b in zip(times, fns, threads, batches):
                 lec6fast.set_num_threads(nt)
+                if settle:
+                    time.sleep(settle)
                 ts.append(_per_call(fn, b))
         return [statistics.median(ts) for ts in times]
     finally:

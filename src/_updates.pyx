@@ -317,7 +317,7 @@ from libc.stdlib cimport malloc, free, qsort
 cdef enum:
     RULE_SGD, RULE_MOMENTUM, RULE_NESTEROV, RULE_ADAGRAD, RULE_RMSPROP, RULE_ADAM,
     RULE_MOMENTUM_TORCH, RULE_NESTEROV_TORCH, N_RULES
-    SUB = 512               # elements per sub-block (the gradient buffer on the stack: 4 KiB)
+    SUB = 2048              # elements per sub-block (the gradient buffer on the stack: 16 KiB)
     NORM_BLOCK = 4096       # elements per block of the global gradient norm
     PAR_NORM = 32768        # elements from which the norm's blocks are split across the threads
     PAR_AVERAGE = 16384     # average_: from this many elements of out
@@ -400,6 +400,15 @@ cdef void _segment(floating* x_unused, const Model* m, const Param* q, Py_ssize_
     cdef Py_ssize_t lo, n
     cdef floating* x
     cdef bint transform = m.scale != 1.0 or q.l2 != 0.0
+    if not transform and q.shrink == 1.0 and q.avg.a[0] == NULL:
+        s = q.s                             # the rule alone: one call over the segment
+        for i in range(2 + m.nstate):
+            s.a[i] = q.s.a[i] + a * <Py_ssize_t>sizeof(floating)
+        if floating is float:
+            RULE32[m.rule](<float*>s.a[0], &s, 0, b - a)
+        else:
+            RULE64[m.rule](<double*>s.a[0], &s, 0, b - a)
+        return
     lo = a
     while lo < b:
         n = min(<Py_ssize_t>SUB, b - lo)
@@ -527,6 +536,8 @@ cdef class ModelStep:
     cdef list names
     cdef str fn
     cdef readonly list shapes, dtypes
+    cdef cnp.npy_intp* dims     # every parameter's dimensions, one after the other
+    cdef int* ndim
     cdef object keep            # the state arrays and the buffers they are views of
     cdef bint bound
     cdef int nbuf
@@ -550,8 +561,21 @@ cdef class ModelStep:
         self.order[1] = <int*>malloc(max(self.n, 1) * sizeof(int))
         if self.p == NULL or self.spans == NULL or self.order[0] == NULL or self.order[1] == NULL:
             raise MemoryError()
+        self.dims = NULL
+        self.ndim = NULL
         self._check(params, None, None)
         self.shapes = [c_shape(x) for x in params]
+        self.ndim = <int*>malloc(max(self.n, 1) * sizeof(int))
+        self.dims = <cnp.npy_intp*>malloc(max(sum([len(sh) for sh in self.shapes]), 1)
+                                          * sizeof(cnp.npy_intp))
+        if self.ndim == NULL or self.dims == NULL:
+            raise MemoryError()
+        k = 0
+        for i in range(self.n):
+            self.ndim[i] = len(self.shapes[i])
+            for d in range(self.ndim[i]):
+                self.dims[k] = self.shapes[i][d]
+                k += 1
         self.dtypes = ["float64" if cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT64 else "float32"
                        for x in params]
         self.nblocks = 0
@@ -579,6 +603,8 @@ cdef class ModelStep:
                 self.block_param[self.p[i].block + k] = i
 
     def __dealloc__(self):
+        free(self.dims)
+        free(self.ndim)
         free(self.p)
         free(self.spans)
         free(self.order[0])
@@ -641,7 +667,8 @@ cdef class ModelStep:
     cdef int _check(self, list params, list grads, list gnames) except -1:
         """The parameters (and the gradients, unless None) against the step's contract, by
         C-level reads.  At construction the parameters set the shapes and dtypes."""
-        cdef int i, ns = 0, m = 1 if grads is None else 2
+        cdef int i, typenum, ns = 0, m = 1 if grads is None else 2
+        cdef cnp.npy_intp* dims = self.dims
         cdef PyObject* o[2]
         cdef tuple pair
         cdef str kind
@@ -654,13 +681,14 @@ cdef class ModelStep:
             if grads is not None:
                 o[1] = <PyObject*>grads[i]
             check_types(self.fn, pair, o, m)
-            check_dtypes(self.fn, pair, o, m)
+            typenum = check_dtypes(self.fn, pair, o, m)
             if grads is not None:
-                kind = "float64" if cnp.PyArray_TYPE(<cnp.ndarray>o[0]) == cnp.NPY_FLOAT64 else "float32"
-                if kind != self.dtypes[i]:
-                    raise TypeError(f"{self.fn}: {self.names[i]} has dtype {kind} but had "
-                                    f"{self.dtypes[i]} when the optimizer was made")
-                if c_shape(params[i]) != self.shapes[i]:
+                if (typenum == cnp.NPY_FLOAT64) != self.p[i].f64:
+                    raise TypeError(f"{self.fn}: {self.names[i]} has dtype {dtype_name(params[i])} "
+                                    f"but had {self.dtypes[i]} when the optimizer was made")
+                if (cnp.PyArray_NDIM(<cnp.ndarray>o[0]) != self.ndim[i]
+                        or memcmp(cnp.PyArray_DIMS(<cnp.ndarray>o[0]), dims,
+                                  self.ndim[i] * sizeof(cnp.npy_intp)) != 0):
                     raise ValueError(f"{self.fn}: {self.names[i]} has shape {c_shape(params[i])} but "
                                      f"had shape {self.shapes[i]} when the optimizer was made")
                 check_same_shape(self.fn, pair, o, 2)
@@ -670,6 +698,7 @@ cdef class ModelStep:
             self._span(<cnp.ndarray>o[0], i, 1, &ns)
             if grads is not None:
                 self._span(<cnp.ndarray>o[1], self.n + i, 0, &ns)
+                dims += self.ndim[i]
         for i in range(self.nbuf if grads is not None else 0):
             self.spans[ns].lo, self.spans[ns].hi = self.buf_lo[i], self.buf_hi[i]
             self.spans[ns].who, self.spans[ns].written = 2 * self.n, 1

@@ -2,6 +2,7 @@
 whole model, around one fused Cython step (lec6fast._updates.ModelStep)."""
 
 import math
+import operator
 import threading
 
 import numpy as np
@@ -14,6 +15,7 @@ from . import _checkpoint
 _updates = _dispatch.kernels("_updates", _dispatch.level)
 COLUMNS = _updates.HYPER_COLUMNS        # lr, mu, eps, decay, beta1, beta2, l2, shrink, ema
 SCHEDULABLE = ("lr", "mu")
+_PLAIN = frozenset((float, int, bool))  # immutable, and converted without user code
 CONVENTIONS = ("lecture", "torch")
 ALIGN = 64                              # bytes: each state array starts on a cache line
 
@@ -51,9 +53,9 @@ class Optimizer:
                 hypers[h.name] = defaults[h.name]
         self.defaults = dict(hypers, weight_decay=weight_decay,
                              decoupled_weight_decay=decoupled_weight_decay)
-        self.clip_norm = None if clip_norm is None else _updates._real(
+        self._clip_norm = None if clip_norm is None else _updates._real(
             cls, "clip_norm", clip_norm, CLIP_NORM.range)
-        self.ema_decay = None if ema_decay is None else _updates._real(
+        self._ema_decay = None if ema_decay is None else _updates._real(
             cls, "ema_decay", ema_decay, EMA_DECAY.range)
 
         self._structure = s = Structure(params)
@@ -83,8 +85,25 @@ class Optimizer:
                                for a in self._ema]
         self._t = 0
         self._busy = threading.Lock()
+        self._held = [g["params"] for g in self.param_groups]       # the tuples we made
+        self._keys = sorted(self.defaults)
+        self._get_values = operator.itemgetter(*self._keys)
+        self._cached_key = self._cached_table = None
+        self._gnames = s.gnames
+        self._clip_arg = -1.0 if self._clip_norm is None else self._clip_norm
         self.last_grad_norm = None
         self._hyper_table(1)            # every hyperparameter checked now, not at the first step
+
+    @property
+    def clip_norm(self):
+        """The global-norm bound of every step's gradients, or None (set when made)."""
+        return self._clip_norm
+
+    @property
+    def ema_decay(self):
+        """The running average's decay, or None (set when made: the averages' memory is
+        allocated with the optimizer)."""
+        return self._ema_decay
 
     # ---------------------------------------------------------------- state
 
@@ -170,6 +189,34 @@ class Optimizer:
             table[sl] = [row[c] for c in COLUMNS]
         return table
 
+    def _step_table(self, t):
+        """_hyper_table(t), reused from the last step while every group holds the very same
+        objects, all plain numbers (int, float, bool: immutable) and no schedule."""
+        groups, key = self.param_groups, None
+        if type(groups) is list and len(groups) == len(self._held):
+            key = []
+            for group, held in zip(groups, self._held):
+                if (type(group) is not dict or len(group) != len(self._keys) + 1
+                        or group.get("params") is not held):
+                    key = None
+                    break
+                try:
+                    values = self._get_values(group)
+                except KeyError:
+                    key = None
+                    break
+                if not _PLAIN.issuperset(map(type, values)):
+                    key = None
+                    break
+                key += values
+        cached = self._cached_key
+        if (key is not None and cached is not None and len(cached) == len(key)
+                and all(map(operator.is_, cached, key))):
+            return self._cached_table
+        table = self._hyper_table(t)
+        self._cached_key, self._cached_table = key, table
+        return table
+
     @property
     def lr(self):
         """The first group's learning rate at the current step (the last one taken; the first
@@ -192,14 +239,14 @@ class Optimizer:
             raise RuntimeError(f"{type(self).__name__}.step: called while another thread is in "
                                f"a step of this optimizer; one optimizer takes one step at a time")
         try:
-            t = self.t + 1
-            table = self._hyper_table(t)                    # 1. every scalar
+            t = self._t + 1
+            table = self._step_table(t)                     # 1. every scalar
             flat = self._structure.flatten(grads)           # 2. the gradient objects
             # 3. every array checked at C level, then the update with exactly those arrays.
-            norm = self._plan.step(self._params, flat, self._structure.gnames, table, float(t),
-                                   self.clip_norm or -1.0)
+            norm = self._plan.step(self._params, flat, self._gnames, table, t,
+                                   self._clip_arg)
             self._t = t
-            if self.clip_norm is not None:
+            if norm is not None:
                 self.last_grad_norm = norm
         finally:
             self._busy.release()

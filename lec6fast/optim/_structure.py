@@ -56,6 +56,9 @@ class Structure:
         if len(set(dict_keys)) != len(dict_keys):
             dup = next(k for k in dict_keys if dict_keys.count(k) > 1)
             raise ValueError(f"params: the name {dup!r} is in more than one group")
+        # every parameter's name, when every group is a dict (grads may then be one dict)
+        self.keys = (None if any(kind != "dict" for kind, _, _ in self.groups)
+                     else [k for _, ks, _ in self.groups for k in ks])
         self.slices = []
         start = 0
         for _, keys, _ in self.groups:
@@ -64,8 +67,13 @@ class Structure:
 
     def flatten(self, grads):
         """The gradients as a list in step order (any array-like objects; the step checks them)."""
-        if isinstance(grads, dict) and all(kind == "dict" for kind, _, _ in self.groups):
-            keys = [k for _, ks, _ in self.groups for k in ks]
+        if type(grads) is dict and self.keys is not None and len(grads) == len(self.keys):
+            try:
+                return [grads[k] for k in self.keys]        # the common case, checked fast
+            except KeyError:
+                pass
+        if isinstance(grads, dict) and self.keys is not None:
+            keys = self.keys
             missing = [k for k in keys if k not in grads]
             if missing:
                 raise ValueError(f"grads lacks {missing[0]!r}: it must have the same keys as params "
