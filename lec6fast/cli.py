@@ -13,6 +13,7 @@ import time
 
 import lec6fast
 from . import _bench, _config, _contention
+from .bench import model as model_bench
 
 
 MAX_SIZE = 10**10           # elements: 40 GB per float32 array, far past this machine's memory
@@ -71,7 +72,7 @@ _positive_int = _positive(int, "an integer")
 _positive_float = _positive(float, "a number")
 
 
-SECTIONS = ("kernels", "contention")
+SECTIONS = ("kernels", "contention", "model")
 
 
 def _choices(allowed):
@@ -122,8 +123,10 @@ def build_parser():
                    help="kernels (each kernel against its reference, torch and the bandwidth "
                         "probes) and/or contention (1 thread against the default thread count "
                         "where users run: after a NumPy matmul, next to a busy process, idle, "
-                        "with torch's pool in the process, a whole MLP training step); "
-                        "default: both")
+                        "with torch's pool in the process, a whole MLP training step) and/or "
+                        "model (lec6fast.optim stepping whole models against one kernel call, "
+                        "torch.optim.Adam and the NumPy reference; see lec6fast/bench/model.py); "
+                        "default: all three")
     b.add_argument("--scenarios", type=_choices(_contention.SCENARIOS),
                    default=list(_contention.SCENARIOS), metavar="S,S,...",
                    help=f"contention scenarios, a subset of {','.join(_contention.SCENARIOS)} "
@@ -203,6 +206,11 @@ def bench(args):
         step = None if args.quiet else (lambda what: print(f"contention: {what}", file=sys.stderr))
         result["contention"] = _contention.run(scenarios, repeat=max(3, 2 * args.repeat + 1),
                                                batch_time=10 * args.batch_time, progress=step)
+    if "model" in args.sections:
+        step = None if args.quiet else (lambda what: print(what, file=sys.stderr))
+        result["model"] = model_bench.run(use_torch=not args.no_torch,
+                                          repeat=max(3, 2 * args.repeat + 1),
+                                          batch_time=10 * args.batch_time, progress=step)
     result["wall_time_s"] = time.perf_counter() - t0
     if args.json:
         json.dump(result, out, indent=2)
@@ -211,6 +219,8 @@ def bench(args):
         lines = _report(result, args) if "kernels" in args.sections else [""]
         if "contention" in args.sections:
             lines += _contention_report(result["contention"])
+        if "model" in args.sections:
+            lines += _model_report(result["model"])
         print("\n".join(lines), file=out)
     return 0
 
@@ -233,6 +243,20 @@ def _contention_report(rows):
         if r["scenario"] == "mlp":
             lines += _wrap(f"mlp: {r['case']}")
     return lines
+
+
+def _model_report(rows):
+    lines = [""] + _wrap(
+        "Model step: lec6fast.optim.Adam stepping whole models (float32); batches interleaved; "
+        "ratio = this row's time / the time of the row named in 'against' (above 1: slower "
+        "than it). Adam moves 28 bytes per parameter; the RMW probe (x *= 1) in brackets. "
+        "The last rows: the default thread count against one thread where users run.")
+    table = [[r["case"], r["label"], _time(r["seconds"]), r.get("against", "-"),
+              f"{r['ratio']:.2f}" if "ratio" in r else "-",
+              (f"{r['gbps']:.1f}" + (f" ({r['probe_gbps']:.1f})" if "probe_gbps" in r else ""))
+              if "gbps" in r else "-"] for r in rows]
+    return lines + ["  " + l for l in _table(table, ["model", "what", "time", "against", "ratio",
+                                                      "GB/s (RMW)"])]
 
 
 def _header(args, torch_note):

@@ -533,7 +533,7 @@ cdef class ModelStep:
     cdef double* partial
     cdef int* block_param
     cdef Span* spans
-    cdef list names
+    cdef list names, gnames, pairs
     cdef str fn
     cdef readonly list shapes, dtypes
     cdef cnp.npy_intp* dims     # every parameter's dimensions, one after the other
@@ -544,17 +544,20 @@ cdef class ModelStep:
     cdef char* buf_lo[2]        # the optimizer's buffers: no argument of a step may be in them
     cdef char* buf_hi[2]
 
-    def __cinit__(self, str rule, list names, list params, str fn="step"):
+    def __cinit__(self, str rule, list names, list gnames, list params, str fn="step"):
         cdef int i, k, d
         cdef Param* q
         self.rule, self.nstate, self.par_min = RULES[rule]
         self.n = len(names)
         self.names = list(names)
+        self.gnames = list(gnames)
+        self.pairs = [(a, b) for a, b in zip(self.names, self.gnames)]
         self.fn = fn
         self.bound = False
         self.nbuf = 0
-        if len(params) != self.n:
-            raise ValueError(f"{fn}: {len(names)} names for {len(params)} parameters")
+        if len(params) != self.n or len(gnames) != self.n:
+            raise ValueError(f"{fn}: {len(names)} names and {len(gnames)} gradient names for "
+                             f"{len(params)} parameters")
         self.p = <Param*>malloc(max(self.n, 1) * sizeof(Param))
         self.spans = <Span*>malloc((2 * self.n + 2) * sizeof(Span))
         self.order[0] = <int*>malloc(max(self.n, 1) * sizeof(int))
@@ -563,7 +566,7 @@ cdef class ModelStep:
             raise MemoryError()
         self.dims = NULL
         self.ndim = NULL
-        self._check(params, None, None)
+        self._check(params, None)
         self.shapes = [c_shape(x) for x in params]
         self.ndim = <int*>malloc(max(self.n, 1) * sizeof(int))
         self.dims = <cnp.npy_intp*>malloc(max(sum([len(sh) for sh in self.shapes]), 1)
@@ -648,10 +651,10 @@ cdef class ModelStep:
                                   else cnp.PyArray_BYTES(<cnp.ndarray>avgs[i]))
         self.bound = True
 
-    cdef str _name(self, int k, list gnames):
+    cdef str _name(self, int k):
         if k >= 2 * self.n:
             return "the optimizer's own state"
-        return self.names[k] if k < self.n else gnames[k - self.n]
+        return self.names[k] if k < self.n else self.gnames[k - self.n]
 
     cdef int _span(self, cnp.ndarray a, int who, int written, int* ns) noexcept:
         cdef Span* sp
@@ -664,7 +667,7 @@ cdef class ModelStep:
             ns[0] += 1
         return 0
 
-    cdef int _check(self, list params, list grads, list gnames) except -1:
+    cdef int _check(self, list params, list grads) except -1:
         """The parameters (and the gradients, unless None) against the step's contract, by
         C-level reads.  At construction the parameters set the shapes and dtypes."""
         cdef int i, typenum, ns = 0, m = 1 if grads is None else 2
@@ -672,12 +675,11 @@ cdef class ModelStep:
         cdef PyObject* o[2]
         cdef tuple pair
         cdef str kind
-        if len(params) != self.n or (grads is not None and (len(grads) != self.n
-                                                             or len(gnames) != self.n)):
+        if len(params) != self.n or (grads is not None and len(grads) != self.n):
             raise ValueError(f"{self.fn}: expected {self.n} parameters and gradients")
         for i in range(self.n):
             o[0] = <PyObject*>params[i]
-            pair = (self.names[i], None if grads is None else gnames[i])
+            pair = self.pairs[i]
             if grads is not None:
                 o[1] = <PyObject*>grads[i]
             check_types(self.fn, pair, o, m)
@@ -692,7 +694,7 @@ cdef class ModelStep:
                     raise ValueError(f"{self.fn}: {self.names[i]} has shape {c_shape(params[i])} but "
                                      f"had shape {self.shapes[i]} when the optimizer was made")
                 check_same_shape(self.fn, pair, o, 2)
-                check_layout(self.fn, gnames[i], grads[i], False)
+                check_layout(self.fn, self.gnames[i], grads[i], False)
             check_layout(self.fn, self.names[i], params[i], True)
             check_writeable(self.fn, pair, o, 1, 0b1)
             self._span(<cnp.ndarray>o[0], i, 1, &ns)
@@ -714,23 +716,23 @@ cdef class ModelStep:
         for i in range(ns):
             sp = &self.spans[i]
             if sp.lo < end_written:
-                self._overlap(written_who, sp.who, gnames)
+                self._overlap(written_who, sp.who)
             if sp.written and sp.lo < end_any:
-                self._overlap(any_who, sp.who, gnames)
+                self._overlap(any_who, sp.who)
             if sp.hi > end_any:
                 end_any, any_who = sp.hi, sp.who
             if sp.written and sp.hi > end_written:
                 end_written, written_who = sp.hi, sp.who
         return 0
 
-    cdef int _overlap(self, int a, int b, list gnames) except -1:
+    cdef int _overlap(self, int a, int b) except -1:
         if a > b:
             a, b = b, a
-        raise ValueError(f"{self.fn}: {self._name(a, gnames)} shares memory with "
-                         f"{self._name(b, gnames)}; the step writes the parameters and the "
+        raise ValueError(f"{self.fn}: {self._name(a)} shares memory with "
+                         f"{self._name(b)}; the step writes the parameters and the "
                          f"optimizer's state, so each must be a separate array")
 
-    def step(self, list params, list grads, list gnames, cnp.ndarray hyper, double t,
+    def step(self, list params, list grads, cnp.ndarray hyper, double t,
              double clip_norm):
         """Check, then update every parameter (and its state and average) in place.
 
@@ -755,7 +757,7 @@ cdef class ModelStep:
             raise ValueError("step: bind() the optimizer's state first")
         if self.rule == RULE_ADAM and not t >= 1:
             raise ValueError(f"step: t must be >= 1 (the 1-based step), got {t}")
-        self._check(params, grads, gnames)
+        self._check(params, grads)
         for i in range(self.n):             # exactly what was checked, from here on
             q = &self.p[i]
             h = <const double*>cnp.PyArray_DATA(hyper) + i * NCOL

@@ -75,7 +75,7 @@ class Optimizer:
             self.param_groups.append(group)
         self._ranges = {h.name: h.range for h in rule.hypers + GROUP_HYPERS}
 
-        self._plan = _updates.ModelStep(self._kernel_rule, s.names, self._params, cls)
+        self._plan = _updates.ModelStep(self._kernel_rule, s.names, s.gnames, self._params, cls)
         self._shapes, self._dtypes = self._plan.shapes, self._plan.dtypes
         self._state, self._ema, self._buffers = self._allocate()
         self._plan.bind(self._state, self._ema, list(self._buffers.values()))
@@ -89,7 +89,6 @@ class Optimizer:
         self._keys = sorted(self.defaults)
         self._get_values = operator.itemgetter(*self._keys)
         self._cached_key = self._cached_table = None
-        self._gnames = s.gnames
         self._clip_arg = -1.0 if self._clip_norm is None else self._clip_norm
         self.last_grad_norm = None
         self._hyper_table(1)            # every hyperparameter checked now, not at the first step
@@ -243,8 +242,7 @@ class Optimizer:
             table = self._step_table(t)                     # 1. every scalar
             flat = self._structure.flatten(grads)           # 2. the gradient objects
             # 3. every array checked at C level, then the update with exactly those arrays.
-            norm = self._plan.step(self._params, flat, self._gnames, table, t,
-                                   self._clip_arg)
+            norm = self._plan.step(self._params, flat, table, t, self._clip_arg)
             self._t = t
             if norm is not None:
                 self.last_grad_norm = norm
