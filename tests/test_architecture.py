@@ -12,8 +12,13 @@ import pytest
 import lec6fast
 
 PACKAGE = Path(lec6fast.__file__).resolve().parent
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
-BENCH_AND_CLI = {"_bench", "_contention", "cli", "__main__"}
+# every module of the package, subpackages too ("optim/_optimizer", "bench/model")
+MODULES = sorted(str(p.relative_to(PACKAGE).with_suffix("")) for p in PACKAGE.rglob("*.py"))
+BENCH_AND_CLI = {"_bench", "_contention", "cli", "__main__", "bench"}
+
+
+def is_bench_or_cli(module):
+    return module.split("/")[0] in BENCH_AND_CLI
 
 
 def imports(module, top_level_only=False):
@@ -44,12 +49,13 @@ def lec6fast_modules(module, **kw):
 
 
 def test_the_walk_sees_the_modules():
-    assert {"__init__", "reference", "_dispatch", "_bench", "cli"} <= set(MODULES)
+    assert {"__init__", "reference", "_dispatch", "_bench", "cli", "optim/_optimizer",
+            "bench/model", "schedules"} <= set(MODULES)
     assert "_dispatch" in lec6fast_modules("__init__")
     assert "_bench" in lec6fast_modules("cli")
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if m not in BENCH_AND_CLI])
+@pytest.mark.parametrize("module", [m for m in MODULES if not is_bench_or_cli(m)])
 def test_no_library_module_imports_the_benchmarks_or_the_cli(module):
     assert not lec6fast_modules(module) & BENCH_AND_CLI, module
 
@@ -59,7 +65,7 @@ def test_torch_is_imported_only_by_the_benchmarks_and_never_at_module_level(modu
     top = {name.split(".")[0] for name, _ in imports(module, top_level_only=True)}
     assert "torch" not in top, module
     anywhere = {name.split(".")[0] for name, _ in imports(module)}
-    if module not in BENCH_AND_CLI:
+    if not is_bench_or_cli(module):
         assert "torch" not in anywhere, module
 
 
@@ -68,5 +74,11 @@ def test_the_reference_needs_numpy_only():
 
 
 def test_the_benchmarks_do_not_import_the_cli():
-    for module in ("_bench", "_contention"):
+    for module in ("_bench", "_contention", "bench/model"):
         assert "cli" not in lec6fast_modules(module), module
+
+
+def test_the_optimizers_reach_the_kernels_through_the_dispatch_only():
+    """lec6fast.optim runs the chosen SIMD level's fused step, never a fixed build."""
+    for module in [m for m in MODULES if m.startswith("optim/")]:
+        assert not {"_updates", "_dropout", "_batchnorm"} & lec6fast_modules(module), module
