@@ -190,31 +190,31 @@ class Optimizer:
 
     def _step_table(self, t):
         """_hyper_table(t), reused from the last step while every group holds the very same
-        objects, all plain numbers (int, float, bool: immutable) and no schedule."""
-        groups, key = self.param_groups, None
-        if type(groups) is list and len(groups) == len(self._held):
-            key = []
-            for group, held in zip(groups, self._held):
-                if (type(group) is not dict or len(group) != len(self._keys) + 1
-                        or group.get("params") is not held):
-                    key = None
-                    break
-                try:
-                    values = self._get_values(group)
-                except KeyError:
-                    key = None
-                    break
-                if not _PLAIN.issuperset(map(type, values)):
-                    key = None
-                    break
-                key += values
+        objects as then, all plain numbers (int, float, bool: immutable) and no schedule."""
+        key = self._group_key()
         cached = self._cached_key
-        if (key is not None and cached is not None and len(cached) == len(key)
-                and all(map(operator.is_, cached, key))):
+        if (key is not None and cached is not None and len(key) == len(cached)
+                and all(map(operator.is_, key, cached))):
             return self._cached_table
         table = self._hyper_table(t)
-        self._cached_key, self._cached_table = key, table
+        self._cached_key = key if key is not None and _PLAIN.issuperset(map(type, key)) else None
+        self._cached_table = table
         return table
+
+    def _group_key(self):
+        """Every group's hyperparameter objects in one tuple; None if the groups changed shape."""
+        groups, held = self.param_groups, self._held
+        if type(groups) is not list or len(groups) != len(held):
+            return None
+        key, size = (), len(self._keys) + 1
+        for group, h in zip(groups, held):
+            if type(group) is not dict or len(group) != size or group.get("params") is not h:
+                return None
+            try:
+                key += self._get_values(group)
+            except KeyError:
+                return None
+        return key
 
     @property
     def lr(self):
