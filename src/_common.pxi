@@ -273,6 +273,10 @@ ctypedef struct Hyper:
     # What the user gives:
     double lr, mu, eps, decay, beta1, beta2    # decay: RMSProp's decay_rate, or the EMA's decay
     double scale                               # dropout's 1/p (or 1), the probes' s
+    # What lec6fast.optim adds around an update rule (new_step() sets the no-ops 1, 1, 0):
+    double gscale                              # the gradient's factor (clipping)
+    double shrink                              # x *= shrink first (decoupled weight decay)
+    double l2                                  # dx + l2*x (L2 weight decay)
     # What derive() computes from them, once per call:
     double neg_lr, neg_mu, one_plus_mu, one_minus_decay
     double one_minus_beta1, one_minus_beta2, corr1, corr2     # corr = 1 - beta**t
@@ -288,6 +292,8 @@ cdef inline Step new_step() noexcept nogil:
     """A Step with every field zero (a wrapper then sets what its kernel reads)."""
     cdef Step s
     memset(&s, 0, sizeof(Step))
+    s.h.gscale = 1.0
+    s.h.shrink = 1.0
     return s
 
 

@@ -22,25 +22,45 @@ cdef inline floating root(floating v) noexcept nogil:
 
 # ---------------------------------------------------------------- kernels
 # Each kernel updates [lo, hi) of the arrays in s.a; s.h holds the derived hyperparameters.
+# Every rule reads its gradient as  g = dx*gscale (+ l2*x when l2 != 0)  and its parameter as
+# x*shrink: what lec6fast.optim adds (clipping, L2 and decoupled weight decay) happens in the
+# same pass.  The standalone functions pass gscale = shrink = 1 and l2 = 0, which change no bit
+# (a product by 1 is exact), so they compute exactly the lecture's update.
+
+cdef inline floating grad(floating dx, floating x, floating gscale, floating l2,
+                          bint decay) noexcept nogil:
+    """The gradient a rule uses: dx*gscale, plus l2*x when decay (lec6fast.reference's order)."""
+    cdef floating g = dx * gscale
+    if decay:
+        g = g + l2 * x
+    return g
+
 
 cdef void _sgd(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating neg_lr = <floating>s.h.neg_lr
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        x[i] = x[i] + neg_lr * dx[i]
+        xi = x[i] * shrink
+        x[i] = xi + neg_lr * grad(dx[i], xi, gscale, l2, decay)
 
 
 cdef void _momentum(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* v = <floating*>s.a[2]
     cdef floating mu = <floating>s.h.mu, lr = <floating>s.h.lr
-    cdef floating vi
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, vi
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        vi = mu * v[i] - lr * dx[i]
+        xi = x[i] * shrink
+        vi = mu * v[i] - lr * grad(dx[i], xi, gscale, l2, decay)
         v[i] = vi
-        x[i] = x[i] + vi
+        x[i] = xi + vi
 
 
 cdef void _nesterov(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
@@ -48,40 +68,49 @@ cdef void _nesterov(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) no
     cdef floating* v = <floating*>s.a[2]
     cdef floating mu = <floating>s.h.mu, lr = <floating>s.h.lr
     cdef floating neg_mu = <floating>s.h.neg_mu, one_plus_mu = <floating>s.h.one_plus_mu
-    cdef floating v_prev, vi
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, v_prev, vi
     cdef Py_ssize_t i
     for i in range(lo, hi):
+        xi = x[i] * shrink
         v_prev = v[i]
-        vi = mu * v_prev - lr * dx[i]
+        vi = mu * v_prev - lr * grad(dx[i], xi, gscale, l2, decay)
         v[i] = vi
-        x[i] = x[i] + (neg_mu * v_prev + one_plus_mu * vi)
+        x[i] = xi + (neg_mu * v_prev + one_plus_mu * vi)
 
 
 cdef void _adagrad(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* cache = <floating*>s.a[2]
     cdef floating neg_lr = <floating>s.h.neg_lr, eps = <floating>s.h.eps
-    cdef floating g, c
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, g, c
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        g = dx[i]
+        xi = x[i] * shrink
+        g = grad(dx[i], xi, gscale, l2, decay)
         c = cache[i] + g * g
         cache[i] = c
-        x[i] = x[i] + neg_lr * g / (root(c) + eps)
+        x[i] = xi + neg_lr * g / (root(c) + eps)
 
 
 cdef void _rmsprop(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* cache = <floating*>s.a[2]
     cdef floating neg_lr = <floating>s.h.neg_lr, eps = <floating>s.h.eps
-    cdef floating decay = <floating>s.h.decay, one_minus_decay = <floating>s.h.one_minus_decay
-    cdef floating g, c
+    cdef floating decay_rate = <floating>s.h.decay, one_minus_decay = <floating>s.h.one_minus_decay
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, g, c
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        g = dx[i]
-        c = decay * cache[i] + one_minus_decay * (g * g)
+        xi = x[i] * shrink
+        g = grad(dx[i], xi, gscale, l2, decay)
+        c = decay_rate * cache[i] + one_minus_decay * (g * g)
         cache[i] = c
-        x[i] = x[i] + neg_lr * g / (root(c) + eps)
+        x[i] = xi + neg_lr * g / (root(c) + eps)
 
 
 cdef void _adam(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
@@ -92,15 +121,18 @@ cdef void _adam(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexce
     cdef floating b1 = <floating>s.h.beta1, one_minus_b1 = <floating>s.h.one_minus_beta1
     cdef floating b2 = <floating>s.h.beta2, one_minus_b2 = <floating>s.h.one_minus_beta2
     cdef floating corr1 = <floating>s.h.corr1, corr2 = <floating>s.h.corr2
-    cdef floating g, mi, vi
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, g, mi, vi
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        g = dx[i]
+        xi = x[i] * shrink
+        g = grad(dx[i], xi, gscale, l2, decay)
         mi = b1 * m[i] + one_minus_b1 * g
         vi = b2 * v[i] + one_minus_b2 * (g * g)
         m[i] = mi
         v[i] = vi
-        x[i] = x[i] + neg_lr * (mi / corr1) / (root(vi / corr2) + eps)
+        x[i] = xi + neg_lr * (mi / corr1) / (root(vi / corr2) + eps)
 
 
 cdef void _ema(floating* x_avg, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
@@ -116,12 +148,15 @@ cdef void _momentum_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t 
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* b = <floating*>s.a[2]
     cdef floating mu = <floating>s.h.mu, neg_lr = <floating>s.h.neg_lr
-    cdef floating bi
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, bi
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        bi = mu * b[i] + dx[i]
+        xi = x[i] * shrink
+        bi = mu * b[i] + grad(dx[i], xi, gscale, l2, decay)
         b[i] = bi
-        x[i] = x[i] + neg_lr * bi
+        x[i] = xi + neg_lr * bi
 
 
 cdef void _nesterov_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
@@ -129,13 +164,16 @@ cdef void _nesterov_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t 
     cdef const floating* dx = <const floating*>s.a[1]
     cdef floating* b = <floating*>s.a[2]
     cdef floating mu = <floating>s.h.mu, neg_lr = <floating>s.h.neg_lr
-    cdef floating g, bi
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, g, bi
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        g = dx[i]
+        xi = x[i] * shrink
+        g = grad(dx[i], xi, gscale, l2, decay)
         bi = mu * b[i] + g
         b[i] = bi
-        x[i] = x[i] + neg_lr * (g + mu * bi)
+        x[i] = xi + neg_lr * (g + mu * bi)
 
 
 # ---------------------------------------------------------------- public wrappers
@@ -306,18 +344,18 @@ del _f
 
 # ---------------------------------------------------------------- the model step (lec6fast.optim)
 # One call updates every parameter of a model with one rule: the rule's kernel above runs on
-# each parameter, in sub-blocks of SUB elements, with what lec6fast.optim adds around it in the
-# same sub-block (still in cache): decoupled weight decay before, the clipped and L2-decayed
-# gradient in a stack buffer, the running average after.  The parameters of one dtype form one
-# index space cut into chunks of CHUNK_BYTES, so many small arrays share a chunk and the pool
-# splits the step by bytes, not by array.
+# each parameter with its group's hyperparameters (the clipping factor and weight decay inside
+# the kernel's pass), and the running average follows in sub-blocks of SUB elements while x is
+# still in cache.  The parameters of one dtype form one index space cut into chunks of
+# CHUNK_BYTES, so many small arrays share a chunk and the pool splits the step by bytes, not by
+# array.
 
 from libc.stdlib cimport malloc, free, qsort
 
 cdef enum:
     RULE_SGD, RULE_MOMENTUM, RULE_NESTEROV, RULE_ADAGRAD, RULE_RMSPROP, RULE_ADAM,
     RULE_MOMENTUM_TORCH, RULE_NESTEROV_TORCH, N_RULES
-    SUB = 2048              # elements per sub-block (the gradient buffer on the stack: 16 KiB)
+    SUB = 2048              # elements per sub-block of a parameter with a running average
     NORM_BLOCK = 4096       # elements per block of the global gradient norm
     PAR_NORM = 32768        # elements from which the norm's blocks are split across the threads
     PAR_AVERAGE = 16384     # average_: from this many elements of out
@@ -350,8 +388,6 @@ cdef enum:
 ctypedef struct Param:
     Step s              # the kernel's call: a[0] x, a[1] dx, a[2] and a[3] the state; h: its group's
     Step avg            # the running average's call (a[0] the average, a[1] x); a[0] NULL: none
-    double l2           # coupled weight decay: dx + l2*x (0: none)
-    double shrink       # decoupled weight decay: x *= shrink before the update (1: none)
     Py_ssize_t n        # elements
     Py_ssize_t start    # its first element in the concatenated elements of its dtype
     Py_ssize_t block    # its first norm block
@@ -367,69 +403,36 @@ ctypedef struct Model:
     Py_ssize_t total[2]
     Py_ssize_t chunk[2]
     Py_ssize_t nchunks[2]
-    double scale                # the clipping factor (1: none)
     double* partial             # the norm: one sum of squares per block
     int* block_param            # the parameter each block belongs to
 
 
-cdef void _shrink(floating* x, double k, Py_ssize_t n) noexcept nogil:
-    cdef Step s = new_step()
-    s.h.scale = k
-    _scale_k(x, &s, 0, n)
-
-
-cdef void _grad(floating* g, const floating* dx, const floating* x, double scale, double l2,
-                Py_ssize_t n) noexcept nogil:
-    """g = dx*scale, then + l2*x when l2 != 0 (the order of lec6fast.reference)."""
-    cdef floating k = <floating>scale, lam = <floating>l2
-    cdef Py_ssize_t i
-    if l2 != 0.0:
-        for i in range(n):
-            g[i] = dx[i] * k + lam * x[i]
-    else:
-        for i in range(n):
-            g[i] = dx[i] * k
-
-
 cdef void _segment(floating* x_unused, const Model* m, const Param* q, Py_ssize_t a,
                    Py_ssize_t b) noexcept nogil:
-    """Elements [a, b) of parameter q, in sub-blocks."""
-    cdef floating g[SUB]
-    cdef Step s, e
+    """Elements [a, b) of parameter q: the rule's kernel (clipping and weight decay happen in
+    it), then the running average, sub-block by sub-block while x is still in cache."""
+    cdef Step s = q.s, e
     cdef int i
     cdef Py_ssize_t lo, n
-    cdef floating* x
-    cdef bint transform = m.scale != 1.0 or q.l2 != 0.0
-    if not transform and q.shrink == 1.0 and q.avg.a[0] == NULL:
-        s = q.s                             # the rule alone: one call over the segment
-        for i in range(2 + m.nstate):
-            s.a[i] = q.s.a[i] + a * <Py_ssize_t>sizeof(floating)
+    for i in range(2 + m.nstate):
+        s.a[i] = q.s.a[i] + a * <Py_ssize_t>sizeof(floating)
+    if q.avg.a[0] == NULL:
         if floating is float:
             RULE32[m.rule](<float*>s.a[0], &s, 0, b - a)
         else:
             RULE64[m.rule](<double*>s.a[0], &s, 0, b - a)
         return
-    lo = a
-    while lo < b:
-        n = min(<Py_ssize_t>SUB, b - lo)
-        s = q.s
-        for i in range(2 + m.nstate):
-            s.a[i] = q.s.a[i] + lo * <Py_ssize_t>sizeof(floating)
-        x = <floating*>s.a[0]
-        if q.shrink != 1.0:
-            _shrink(x, q.shrink, n)
-        if transform:
-            _grad(g, <const floating*>s.a[1], x, m.scale, q.l2, n)
-            s.a[1] = <char*>g
+    e = q.avg
+    e.a[0] = q.avg.a[0] + a * <Py_ssize_t>sizeof(floating)
+    e.a[1] = s.a[0]
+    lo = 0
+    while lo < b - a:
+        n = min(<Py_ssize_t>SUB, b - a - lo)
         if floating is float:
-            RULE32[m.rule](x, &s, 0, n)
+            RULE32[m.rule](<float*>s.a[0], &s, lo, lo + n)
         else:
-            RULE64[m.rule](x, &s, 0, n)
-        if q.avg.a[0] != NULL:
-            e = q.avg
-            e.a[0] = q.avg.a[0] + lo * <Py_ssize_t>sizeof(floating)
-            e.a[1] = <char*>x
-            _ema(<floating*>e.a[0], &e, 0, n)
+            RULE64[m.rule](<double*>s.a[0], &s, lo, lo + n)
+        _ema(<floating*>e.a[0], &e, lo, lo + n)
         lo += n
 
 
@@ -770,14 +773,14 @@ cdef class ModelStep:
             q.s.h.beta1 = h[4]
             q.s.h.beta2 = h[5]
             derive(&q.s.h, t if self.rule == RULE_ADAM else 0)
-            q.l2 = h[6]
-            q.shrink = h[7]
+            q.s.h.l2 = h[6]
+            q.s.h.shrink = h[7]
+            q.s.h.gscale = 1.0
             q.avg.h.decay = h[8]
             derive(&q.avg.h, 0)
         m.p = self.p
         m.rule = self.rule
         m.nstate = self.nstate
-        m.scale = 1.0
         m.partial = self.partial
         m.block_param = self.block_param
         for d in range(2):
@@ -795,7 +798,8 @@ cdef class ModelStep:
                     total = total + self.partial[i]
                 norm = sqrt(total)
                 if isfinite(norm):
-                    m.scale = min(1.0, clip_norm / (norm + 1e-6))
+                    for i in range(self.n):
+                        self.p[i].s.h.gscale = min(1.0, clip_norm / (norm + 1e-6))
             if (not clip_norm > 0 or isfinite(norm)) and m.nchunks[0] + m.nchunks[1] > 0:
                 _pool.run(_model_chunk, &m, m.nchunks[0] + m.nchunks[1],
                           nt if size >= step_min else 1)
