@@ -75,13 +75,56 @@ def nesterov_torch_(x, dx, b, *, lr, mu=0.9):
 
 # ---------------------------------------------------------------- dropout
 # p is the probability of KEEPING a unit (the lecture's convention; PyTorch's p = 1 - p).
+#
+# The keep-mask is a documented function of the caller's generator, the same here and in
+# lec6fast.dropout_forward: a call takes four raw draws of rng's bit generator, whose low 32
+# bits are the Philox4x32-10 key (words 0, 1) and the upper words of its counter (2, 3); element
+# i (C order) lies in group i // 256, at word (i % 256) // 64 of the block whose counter is
+# 64 * (i // 256) + i % 64; it is kept iff that 32-bit word u < p * 2**32.  (The lecture draws
+# U = np.random.rand(*x.shape) < p: the same distribution, another stream.)
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 (Salmon et al., SC'11) on arrays of 32-bit counter words and a 32-bit key
+    pair, in uint64 arithmetic; returns the four output words."""
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in (c0, c1, c2, c3))
+    k0, k1 = np.uint64(k0), np.uint64(k1)
+    for _ in range(10):
+        p0 = c0 * np.uint64(0xD2511F53)
+        p1 = c2 * np.uint64(0xCD9E8D57)
+        c0, c1, c2, c3 = ((p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & _M32,
+                          (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & _M32)
+        k0 = (k0 + np.uint64(0x9E3779B9)) & _M32
+        k1 = (k1 + np.uint64(0xBB67AE85)) & _M32
+    return c0, c1, c2, c3
+
+
+def dropout_keep(shape, p, rng=None):
+    """The keep-mask (bool, `shape`) of one dropout_forward call, as above; takes four raw draws
+    of rng's bit generator (rng: a Generator, or what numpy.random.default_rng accepts)."""
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    words = [int(w) & 0xFFFFFFFF for w in gen.bit_generator.random_raw(4)]
+    n = int(np.prod(shape))
+    keep = np.empty(n, dtype=bool)
+    for lo in range(0, n, 1 << 20):                     # in slabs: bounded temporaries
+        i = np.arange(lo, min(n, lo + (1 << 20)), dtype=np.uint64)
+        group, r = i // np.uint64(256), i % np.uint64(256)
+        ctr = group * np.uint64(64) + r % np.uint64(64)
+        out = philox4x32_10(ctr & _M32, ctr >> np.uint64(32), np.full(i.size, words[2], np.uint64),
+                            np.full(i.size, words[3], np.uint64), words[0], words[1])
+        u = np.choose((r // np.uint64(64)).astype(np.intp), out)
+        keep[lo:lo + i.size] = u.astype(np.float64) < p * 2.0**32
+    return keep.reshape(shape)
+
 
 def dropout_forward(x, *, p, rng=None, train=True, inverted=True, out=None):
-    """The lecture's dropout.  Returns (out, U): U is the float mask the backward multiplies
-    by (U = keep/p for inverted dropout, keep for vanilla), None at test time."""
+    """The lecture's dropout, with the documented keep-mask.  Returns (out, U): U is the float
+    mask the backward multiplies by (U = keep/p for inverted dropout, keep for vanilla), None at
+    test time."""
     if train:
-        rng = np.random.default_rng(rng)
-        U = rng.random(x.shape) < p
+        U = dropout_keep(x.shape, p, rng)
         if inverted:
             U = U / p
         res = x * U

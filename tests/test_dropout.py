@@ -22,40 +22,36 @@ def data(shape, dtype, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
-# ---------------------------------------------------------------- an independent Philox in NumPy
+# ---------------------------------------------------------------- the specification: reference.dropout_keep
 
-M32 = np.uint64(0xFFFFFFFF)
-
-
-def philox4x32_10(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on arrays of counters, written from the paper with uint64 NumPy math."""
-    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in (c0, c1, c2, c3))
-    k0, k1 = np.uint64(k0), np.uint64(k1)
-    for _ in range(10):
-        p0 = c0 * np.uint64(0xD2511F53)
-        p1 = c2 * np.uint64(0xCD9E8D57)
-        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & M32, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & M32
-        k0 = (k0 + np.uint64(0x9E3779B9)) & M32
-        k1 = (k1 + np.uint64(0xBB67AE85)) & M32
-    return c0, c1, c2, c3
+philox4x32_10 = R.philox4x32_10
 
 
 def expected_keep(n, p, seed):
-    """The documented mask: the low 32 bits of Generator.bit_generator.random_raw(4) give the
-    Philox key (words 0, 1) and the counter's upper words (words 2, 3); element i lies in group
-    i // 256, at word w = (i % 256) // 64 of block b = i % 64, whose counter is group*64 + b; it is
-    kept iff its word u < p * 2**32."""
-    words = [int(w) & 0xFFFFFFFF for w in np.random.default_rng(seed).bit_generator.random_raw(4)]
-    i = np.arange(n, dtype=np.uint64)
-    group, r = i // np.uint64(256), i % np.uint64(256)
-    ctr = group * np.uint64(64) + r % np.uint64(64)
-    out = philox4x32_10(ctr & M32, ctr >> np.uint64(32), np.full(n, words[2], np.uint64),
-                        np.full(n, words[3], np.uint64), words[0], words[1])
-    u = np.choose((r // np.uint64(64)).astype(np.intp), out)
-    return u.astype(np.float64) < p * 2.0**32
+    """The documented mask (lec6fast.reference.dropout_keep) of a seed."""
+    return R.dropout_keep((n,), p, seed)
 
 
 # ---------------------------------------------------------------- the generator
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (), (1,), (255,), (257, 3), (4, 5, 67)])
+@pytest.mark.parametrize("inverted", [True, False])
+def test_the_reference_draws_the_same_mask_from_the_same_generator(dtype, shape, inverted):
+    """The reference is the whole specification: the same seed or Generator gives the same
+    mask, output and generator state in lec6fast and in lec6fast.reference."""
+    x = data(shape, dtype)
+    fast_gen, ref_gen = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(3):                                      # one Generator across calls
+        out, mask = lec6fast.dropout_forward(x, p=0.6, rng=fast_gen, inverted=inverted)
+        want, U = R.dropout_forward(x, p=0.6, rng=ref_gen, inverted=inverted)
+        assert Bits.same(out, want)
+        np.testing.assert_array_equal(mask.to_array(), U != 0)
+    assert fast_gen.bit_generator.state == ref_gen.bit_generator.state
+    out, mask = lec6fast.dropout_forward(x, p=0.6, rng=5)
+    assert Bits.same(out, R.dropout_forward(x, p=0.6, rng=5)[0])
+
+
 
 
 @pytest.mark.parametrize("level", LEVELS)
