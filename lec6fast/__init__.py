@@ -24,13 +24,11 @@ _updates = _dispatch.kernels("_updates", _dispatch.level)
 _dropout = _dispatch.kernels("_dropout", _dispatch.level)
 _batchnorm = _dispatch.kernels("_batchnorm", _dispatch.level)
 
-sgd_ = _updates.sgd_
-momentum_ = _updates.momentum_
-nesterov_ = _updates.nesterov_
-adagrad_ = _updates.adagrad_
-rmsprop_ = _updates.rmsprop_
-adam_ = _updates.adam_
-ema_ = _updates.ema_
+# The update kernels, one per row of the rules table (sgd_, momentum_, ..., adam_, ema_).
+from ._rules import RULES as _RULES
+for _rule in _RULES.values():
+    globals()[_rule.kernel] = getattr(_updates, _rule.kernel)
+del _rule
 average_ = _updates.average_
 
 dropout_forward = _dropout.dropout_forward
@@ -50,8 +48,7 @@ def show_config(file=None):
 
 
 __all__ = [
-    "sgd_", "momentum_", "nesterov_", "adagrad_", "rmsprop_", "adam_", "ema_", "average_",
-    "optim", "schedules",
+    *(rule.kernel for rule in _RULES.values()), "average_", "optim", "schedules",
     "dropout_forward", "dropout_backward", "DropoutMask",
     "batchnorm_forward", "batchnorm_backward", "BatchNormCache",
     "set_num_threads", "get_num_threads", "show_config", "__version__",

@@ -36,6 +36,17 @@ class Rule:
     streams: int                    # arrays read + arrays written per element
     torch: str                      # the torch equivalent
 
+    @property
+    def arrays(self):
+        """The kernel's positional arrays, in order: what it updates first, then what it reads,
+        then the state."""
+        return ("x_avg", "x") if self.name == "ema" else ("x", "dx") + self.state
+
+    @property
+    def outputs(self):
+        """The arrays the kernel writes."""
+        return (self.arrays[0],) + self.state
+
     def hyper(self, name):
         return next(h for h in self.hypers if h.name == name)
 

@@ -10,12 +10,14 @@ Test modules get everything through fixtures (no helper module to import):
   dtype     -- numpy.float32 / numpy.float64 (parametrized)
   rng       -- a seeded numpy Generator
   bits      -- helpers comparing arrays bit for bit and snapshotting their bytes
+  (and `from conftest import Bits, normal`: the same helpers, and the one array generator)
   kernels_module, parallel_min, num_threads, run_python -- runtime helpers
 """
 
 import contextlib
 import importlib.util
 import os
+import runpy
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -58,8 +60,15 @@ def pytest_report_header(config):
 
 # ---------------------------------------------------------------- the seven updates
 
+def normal(shape, dtype, rng=0, loc=0.0, scale=1.0):
+    """The tests' one array generator: loc + scale * standard normal draws of `shape` as an
+    ndarray of `dtype` (a 0-d array for shape ()); rng: a numpy Generator or a seed."""
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return np.asarray(loc + scale * rng.standard_normal(shape), dtype=dtype)
+
+
 def _normal(scale=1.0):
-    return lambda rng, shape: scale * rng.standard_normal(shape)
+    return lambda rng, shape: normal(shape, np.float64, rng, scale=scale)
 
 
 def _uniform(high):
@@ -70,12 +79,15 @@ def _uniform(high):
 class Kernel:
     """What a test needs to know about one update: its arguments and their roles.
 
+    From the rule's row of lec6fast._rules (the one description of every rule):
     arrays   -- positional array arguments, in signature order
     outputs  -- the arrays updated in place (the others are read only)
-    init     -- per array, how to draw typical initial values (as float64)
-    required -- keyword arguments a call cannot do without (lr; t is added per step)
     ranges   -- each hyperparameter and its allowed range: "nonneg" (>= 0), "positive" (> 0),
                 "unit" ([0, 1)), "step" (an integer >= 1)
+    defaults -- the optional hyperparameters' documented defaults
+    The tests' own data:
+    init     -- per array, how to draw typical initial values (as float64)
+    required -- keyword arguments a call cannot do without (lr; t is added per step)
     edges    -- hyperparameter sets at the edges of their ranges
     """
 
@@ -86,6 +98,7 @@ class Kernel:
     required: dict
     ranges: dict
     edges: tuple = field(default=())
+    defaults: dict = field(default_factory=dict)
 
     @property
     def input(self):
@@ -132,47 +145,48 @@ class Kernel:
             self.call(fn, arrays, **kw)
 
 
-KERNELS = {
-    "sgd_": Kernel(
-        "sgd_", ("x", "dx"), ("x",),
-        init={"x": _normal(), "dx": _normal()},
-        required={"lr": 1e-2}, ranges={"lr": "nonneg"},
-        edges=({"lr": 0.0}, {"lr": 1e3}, {"lr": 1e-30})),
-    "momentum_": Kernel(
-        "momentum_", ("x", "dx", "v"), ("x", "v"),
-        init={"x": _normal(), "dx": _normal(), "v": _normal(0.1)},
-        required={"lr": 1e-2}, ranges={"lr": "nonneg", "mu": "unit"},
-        edges=({"lr": 0.0}, {"mu": 0.0}, {"mu": 0.999999}, {"mu": 0.5, "lr": 1.0})),
-    "nesterov_": Kernel(
-        "nesterov_", ("x", "dx", "v"), ("x", "v"),
-        init={"x": _normal(), "dx": _normal(), "v": _normal(0.1)},
-        required={"lr": 1e-2}, ranges={"lr": "nonneg", "mu": "unit"},
-        edges=({"lr": 0.0}, {"mu": 0.0}, {"mu": 0.999999}, {"mu": 0.5, "lr": 1.0})),
-    "adagrad_": Kernel(
-        "adagrad_", ("x", "dx", "cache"), ("x", "cache"),
-        init={"x": _normal(), "dx": _normal(), "cache": _uniform(1.0)},
-        required={"lr": 1e-2}, ranges={"lr": "nonneg", "eps": "positive"},
-        edges=({"lr": 0.0}, {"eps": 1e-30}, {"eps": 1.0}, {"lr": 1.0, "eps": 1e-3})),
-    "rmsprop_": Kernel(
-        "rmsprop_", ("x", "dx", "cache"), ("x", "cache"),
-        init={"x": _normal(), "dx": _normal(), "cache": _uniform(1.0)},
-        required={"lr": 1e-2}, ranges={"lr": "nonneg", "decay_rate": "unit", "eps": "positive"},
-        edges=({"lr": 0.0}, {"decay_rate": 0.0}, {"decay_rate": 0.999999}, {"eps": 1e-30},
-               {"eps": 1.0})),
-    "adam_": Kernel(
-        "adam_", ("x", "dx", "m", "v"), ("x", "m", "v"),
-        init={"x": _normal(), "dx": _normal(), "m": _normal(0.1), "v": _uniform(0.01)},
-        required={"lr": 1e-3}, ranges={"t": "step", "lr": "nonneg", "beta1": "unit",
-                                       "beta2": "unit", "eps": "positive"},
-        edges=({"lr": 0.0}, {"beta1": 0.0}, {"beta2": 0.0}, {"beta1": 0.999999},
-               {"beta2": 0.999999}, {"beta1": 0.0, "beta2": 0.999999}, {"eps": 1e-30},
-               {"eps": 1.0})),
-    "ema_": Kernel(
-        "ema_", ("x_avg", "x"), ("x_avg",),
-        init={"x_avg": _normal(), "x": _normal()},
-        required={}, ranges={"decay": "unit"},
-        edges=({"decay": 0.0}, {"decay": 0.999999}, {"decay": 0.5})),
+# The tests' data per rule (typical values, required arguments, range edges); everything else
+# comes from the rule's row in lec6fast._rules.
+TEST_DATA = {
+    "sgd": dict(init={"dx": _normal()}, required={"lr": 1e-2},
+                edges=({"lr": 0.0}, {"lr": 1e3}, {"lr": 1e-30})),
+    "momentum": dict(init={"v": _normal(0.1)}, required={"lr": 1e-2},
+                     edges=({"lr": 0.0}, {"mu": 0.0}, {"mu": 0.999999}, {"mu": 0.5, "lr": 1.0})),
+    "nesterov": dict(init={"v": _normal(0.1)}, required={"lr": 1e-2},
+                     edges=({"lr": 0.0}, {"mu": 0.0}, {"mu": 0.999999}, {"mu": 0.5, "lr": 1.0})),
+    "adagrad": dict(init={"cache": _uniform(1.0)}, required={"lr": 1e-2},
+                    edges=({"lr": 0.0}, {"eps": 1e-30}, {"eps": 1.0}, {"lr": 1.0, "eps": 1e-3})),
+    "rmsprop": dict(init={"cache": _uniform(1.0)}, required={"lr": 1e-2},
+                    edges=({"lr": 0.0}, {"decay_rate": 0.0}, {"decay_rate": 0.999999},
+                           {"eps": 1e-30}, {"eps": 1.0})),
+    "adam": dict(init={"m": _normal(0.1), "v": _uniform(0.01)}, required={"lr": 1e-3},
+                 edges=({"lr": 0.0}, {"beta1": 0.0}, {"beta2": 0.0}, {"beta1": 0.999999},
+                        {"beta2": 0.999999}, {"beta1": 0.0, "beta2": 0.999999}, {"eps": 1e-30},
+                        {"eps": 1.0})),
+    "ema": dict(init={}, required={}, edges=({"decay": 0.0}, {"decay": 0.999999}, {"decay": 0.5})),
 }
+
+
+def _kernel(rule):
+    data = TEST_DATA[rule.name]
+    ranges = {"t": "step"} if rule.needs_t else {}
+    ranges.update((h.name, h.range) for h in rule.hypers)
+    init = {a: _normal() for a in rule.arrays}
+    init.update(data["init"])
+    return Kernel(rule.kernel, rule.arrays, rule.outputs, init=init, required=data["required"],
+                  ranges=ranges, edges=data["edges"],
+                  defaults={h.name: h.default for h in rule.hypers if h.default is not None})
+
+
+def _rules():
+    """lec6fast._rules.RULES, read from the file without importing the package, so that the
+    source-tree guard (pytest_configure) still decides first where lec6fast comes from."""
+    spec = importlib.util.find_spec("lec6fast")
+    path = Path(spec.submodule_search_locations[0], "_rules.py")
+    return runpy.run_path(str(path))["RULES"]
+
+
+KERNELS = {rule.kernel: _kernel(rule) for rule in _rules().values()}
 
 DTYPES = (np.float32, np.float64)
 

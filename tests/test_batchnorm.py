@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import lec6fast
 from lec6fast import _dispatch
 from lec6fast import reference as R
-from conftest import Bits
+from conftest import Bits, normal
 
 FAST = _dispatch.kernels("_batchnorm", _dispatch.level)
 LEVELS = _dispatch.available_levels()
@@ -32,12 +32,12 @@ def make(shape, dtype, seed=0, loc=1.0, scale=3.0):
     """x, gamma, beta, running_mean, running_var, dout of one case."""
     rng = np.random.default_rng(seed)
     F = shape[1]
-    x = (loc + scale * rng.standard_normal(shape)).astype(dtype)
+    x = normal(shape, dtype, rng, loc, scale)
     gamma = rng.uniform(0.5, 2.0, F).astype(dtype) * rng.choice([-1, 1], F).astype(dtype)
     beta = rng.standard_normal(F).astype(dtype)
     rm = rng.standard_normal(F).astype(dtype)
     rv = rng.uniform(0.1, 3.0, F).astype(dtype)
-    dout = rng.standard_normal(shape).astype(dtype)
+    dout = normal(shape, dtype, rng)
     return x, gamma, beta, rm, rv, dout
 
 

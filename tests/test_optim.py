@@ -13,7 +13,7 @@ import lec6fast
 from lec6fast import optim, reference, schedules
 from lec6fast._rules import OPTIMIZERS
 
-from conftest import Bits, parallel_min_setter
+from conftest import Bits, normal, parallel_min_setter
 
 NAMES = sorted(OPTIMIZERS)
 # Shapes around the kernels' vector widths, the sub-blocks (512), the norm's blocks (4096) and
@@ -32,12 +32,11 @@ OPTIONS = {
 
 def make(dtype, shapes=SHAPES, seed=0):
     rng = np.random.default_rng(seed)
-    return {f"p{i}": np.asarray(rng.standard_normal(s), dtype=dtype) for i, s in enumerate(shapes)}
+    return {f"p{i}": normal(s, dtype, rng) for i, s in enumerate(shapes)}
 
 
 def grads_like(params, rng, scale=1.0):
-    return {k: np.asarray(scale * rng.standard_normal(v.shape), dtype=v.dtype)
-            for k, v in params.items()}
+    return {k: normal(v.shape, v.dtype, rng, scale=scale) for k, v in params.items()}
 
 
 def hyper(name):
