@@ -5,14 +5,14 @@ the pure read-modify-write stream of an in-place update)."""
 
 import pytest
 
-from lec6fast import _bench
+from lec6fast.bench import cases
 
-CASES = [pytest.param(name, dtype, n, id=f"{name}-{dtype}-{_bench.size_label(n)}")
-         for dtype in _bench.DTYPES for n in _bench.DEFAULT_SIZES for name in _bench.PROBES]
+CASES = [pytest.param(name, dtype, n, id=f"{name}-{dtype}-{cases.size_label(n)}")
+         for dtype in cases.DTYPES for n in cases.DEFAULT_SIZES for name in cases.PROBES]
 
 
 @pytest.mark.parametrize("name, dtype, n", CASES)
 def test_bandwidth(run_call, arrays_for, name, dtype, n):
-    probe = _bench.PROBES[name]
+    probe = cases.PROBES[name]
     arrays = arrays_for(probe, dtype, (n,))
     run_call(probe.fast_call(arrays), kernel=probe, dtype=dtype, shape=(n,), impl="lec6fast")

@@ -1,4 +1,4 @@
-"""The contention section: the kernels where users run them (lec6fast/_contention.py), each
+"""The contention section: the kernels where users run them (lec6fast/bench/contention.py), each
 case timed on one thread and on lec6fast's default thread count (or --lec6fast-threads), the
 two in one group:
 
@@ -12,59 +12,51 @@ two in one group:
 batches interleaved, which gives steadier ratios on a shared machine.
 """
 
-import math
-
 import numpy as np
 import pytest
 
 import lec6fast
-from lec6fast import _bench, _contention, reference
+from lec6fast import reference
+from lec6fast.bench import contention
+from lec6fast.bench.cases import size_label
+from lec6fast.bench.timing import num_threads
 
-BATCH_TIME = 2e-3
 THREADS = ("1 thread", "threads")
 
 
-def _time(benchmark, fn, threads):
-    saved = lec6fast.get_num_threads()
-    if threads == "1 thread":
-        lec6fast.set_num_threads(1)
-    benchmark.extra_info["lec6fast threads"] = lec6fast.get_num_threads()
-    try:
-        if benchmark.disabled:
-            benchmark.pedantic(fn)
-            return
-        call = _bench.Call(fn)
-        iterations, t = _bench.calibrate(call, BATCH_TIME)
-        rounds = max(benchmark._min_rounds, min(200, math.ceil(benchmark._max_time / t)))
-        benchmark.pedantic(fn, rounds=rounds, iterations=iterations, warmup_rounds=1)
-    finally:
-        lec6fast.set_num_threads(saved)
+@pytest.fixture
+def time_on(time_fn):
+    """time_on(fn, threads) times fn() with lec6fast on one thread or on its setting."""
+    def run(fn, threads):
+        with num_threads(1 if threads == "1 thread" else None):
+            time_fn(fn)
+    return run
 
 
 @pytest.fixture(scope="module")
 def busy():
-    with _contention.busy_process():
+    with contention.busy_process():
         yield
 
 
 @pytest.mark.parametrize("threads", THREADS)
-@pytest.mark.parametrize("n", _contention.MATMUL_SIZES, ids=_bench.size_label)
-@pytest.mark.parametrize("name", _contention.MATMUL_KERNELS)
-def test_matmul_then_kernel(benchmark, name, n, threads):
-    benchmark.group = f"contention: matmul then {name} n={_bench.size_label(n)}"
-    _time(benchmark, _contention.matmul_then(_contention.kernel_call(name, n)), threads)
+@pytest.mark.parametrize("n", contention.MATMUL_SIZES, ids=size_label)
+@pytest.mark.parametrize("name", contention.MATMUL_KERNELS)
+def test_matmul_then_kernel(benchmark, time_on, name, n, threads):
+    benchmark.group = f"contention: matmul then {name} n={size_label(n)}"
+    time_on(contention.matmul_then(contention.kernel_call(name, n)), threads)
 
 
 @pytest.mark.parametrize("threads", THREADS)
-@pytest.mark.parametrize("n", (100_000, 1_000_000, 16_000_000), ids=_bench.size_label)
-@pytest.mark.parametrize("name", _contention.KERNELS)
-def test_next_to_a_busy_process(benchmark, busy, name, n, threads):
-    benchmark.group = f"contention: busy neighbour, {name} n={_bench.size_label(n)}"
-    _time(benchmark, _contention.kernel_call(name, n), threads)
+@pytest.mark.parametrize("n", (100_000, 1_000_000, 16_000_000), ids=size_label)
+@pytest.mark.parametrize("name", contention.KERNELS)
+def test_next_to_a_busy_process(benchmark, time_on, busy, name, n, threads):
+    benchmark.group = f"contention: busy neighbour, {name} n={size_label(n)}"
+    time_on(contention.kernel_call(name, n), threads)
 
 
 @pytest.mark.parametrize("threads", THREADS)
-def test_numpy_and_dropout_backward_after_torch(benchmark, threads):
+def test_numpy_and_dropout_backward_after_torch(benchmark, time_on, threads):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(lec6fast.get_num_threads())
     t = torch.ones(1 << 22)
@@ -79,11 +71,11 @@ def test_numpy_and_dropout_backward_after_torch(benchmark, threads):
         np.multiply(a, 1.0001, out=tmp)
         lec6fast.dropout_backward(tmp, mask, out=out)
     benchmark.group = "contention: torch's pool used, NumPy multiply + dropout_backward n=1.6e7"
-    _time(benchmark, step, threads)
+    time_on(step, threads)
 
 
 @pytest.mark.parametrize("impl", THREADS + ("numpy",))
-def test_mlp_training_step(benchmark, impl):
+def test_mlp_training_step(benchmark, time_on, impl):
     benchmark.group = "contention: 3-layer MLP training step (load_digits)"
-    model = _contention.MLP(reference if impl == "numpy" else lec6fast)
-    _time(benchmark, model.step, "1 thread" if impl == "numpy" else impl)
+    model = contention.MLP(reference if impl == "numpy" else lec6fast)
+    time_on(model.step, "1 thread" if impl == "numpy" else impl)

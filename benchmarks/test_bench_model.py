@@ -12,26 +12,14 @@ lets torch's spinning threads sleep between batches), which gives steadier ratio
 """
 
 import importlib.util
-import math
 
 import numpy as np
 import pytest
 
 import lec6fast
-from lec6fast import _bench, optim, reference
+from lec6fast import optim, reference
 from lec6fast.bench import model as mb
-
-BATCH_TIME = 2e-3
-
-
-def _time(benchmark, fn):
-    benchmark.extra_info["lec6fast threads"] = lec6fast.get_num_threads()
-    if benchmark.disabled:
-        benchmark.pedantic(fn)
-        return
-    iterations, t = _bench.calibrate(_bench.Call(fn), BATCH_TIME)
-    rounds = max(benchmark._min_rounds, min(200, math.ceil(benchmark._max_time / t)))
-    benchmark.pedantic(fn, rounds=rounds, iterations=iterations, warmup_rounds=1)
+from lec6fast.bench.torch_twins import import_torch
 
 
 def _cnn52(impl):
@@ -50,28 +38,28 @@ def _cnn52(impl):
 
 
 CNN52 = ["optim.Adam.step", "adam_ (one array)"]
-if _bench.import_torch() is not None:
+if import_torch() is not None:
     CNN52 += ["torch Adam(fused=True)", "torch Adam(foreach=True)"]
     if importlib.util.find_spec("deepspeed") is not None:
         CNN52 += ["DeepSpeedCPUAdam"]
 
 
 @pytest.mark.parametrize("impl", CNN52)
-def test_cnn52_adam_step(benchmark, impl):
+def test_cnn52_adam_step(benchmark, time_fn, impl):
     benchmark.group = "model: cnn52 (52 arrays, 5.1M float32), one Adam step"
     fn = _cnn52(impl)
     assert fn is not None, impl
     benchmark.extra_info["bytes"] = mb.ADAM_BYTES * 5_108_976
-    _time(benchmark, fn)
+    time_fn(fn)
 
 
 @pytest.mark.parametrize("impl", ["optim.Adam.step", "reference.Adam.step"])
-def test_cs231n_adam_step(benchmark, impl):
+def test_cs231n_adam_step(benchmark, time_fn, impl):
     benchmark.group = "model: cs231n (6 arrays, 100K float32), one Adam step"
     p = mb.model("cs231n")
     g = mb.gradients(p)
     opt = (optim if impl.startswith("optim") else reference).Adam(p, 1e-3)
-    _time(benchmark, lambda: opt.step(g))
+    time_fn(lambda: opt.step(g))
 
 
 FLAT = {"Adam": {}, "Adam + EMA": {"ema_decay": 0.995}, "Adam + clip": {"clip_norm": 1.0},
@@ -79,13 +67,13 @@ FLAT = {"Adam": {}, "Adam + EMA": {"ema_decay": 0.995}, "Adam + clip": {"clip_no
 
 
 @pytest.mark.parametrize("case", list(FLAT))
-def test_flat16m_extras(benchmark, case):
+def test_flat16m_extras(benchmark, time_fn, case):
     benchmark.group = "model: flat16M (one 16M float32 array): what EMA and clipping cost"
     p = mb.model("flat16M")
     g = mb.gradients(p)
     opt = optim.Adam(p, 1e-3, **(FLAT[case] or {}))
     if FLAT[case] is None:
         avg = p["x"].copy()
-        _time(benchmark, lambda: (opt.step(g), lec6fast.ema_(avg, p["x"], decay=0.995)))
+        time_fn(lambda: (opt.step(g), lec6fast.ema_(avg, p["x"], decay=0.995)))
     else:
-        _time(benchmark, lambda: opt.step(g))
+        time_fn(lambda: opt.step(g))

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from lec6fast import _bench, cli
+from lec6fast import cli
+from lec6fast.bench import cases
 
 QUICK = ["--repeat", "1", "--min-repeat", "1", "--budget", "0.01", "--batch-time", "0.0005",
          "--no-torch", "--quiet"]
@@ -21,24 +22,24 @@ def test_bench_json_holds_every_case(capsys):
     result = json.loads(capsys.readouterr().out)
     got = {(r["kernel"], r["dtype"], tuple(r["shape"])) for r in result["results"]}
     want = {(k, d, s) for k in kernels for d in ("float32", "float64")
-            for s in _bench.KERNELS[k].shapes_for([100, 1000])}
+            for s in cases.KERNELS[k].shapes_for([100, 1000])}
     assert got == want
     for r in result["results"]:
         assert r["lec6fast"]["median_s"] > 0 and r["reference"]["median_s"] > 0
         assert r["speedup_vs_reference"] == pytest.approx(r["reference"]["median_s"] / r["lec6fast"]["median_s"])
-        assert r["probe"]["name"] == _bench.KERNELS[r["kernel"]].probe
+        assert r["probe"]["name"] == cases.KERNELS[r["kernel"]].probe
     assert result["config"]["simd_level"] and result["torch"] is None
     assert "contention" not in result
     assert all(isinstance(r["lec6fast"]["noisy"], bool) for r in result["results"])
 
 
 def test_bench_contention_section(capsys):
-    from lec6fast import _contention
+    from lec6fast.bench import contention
     assert cli.main(["bench", "--json", "--sections", "contention", "--scenarios", "matmul,mlp",
                      *QUICK]) == 0
     rows = json.loads(capsys.readouterr().out)["contention"]
     assert [(r["scenario"], r["case"], r["n"]) for r in rows if r["scenario"] == "matmul"] == [
-        ("matmul", k, n) for k in _contention.MATMUL_KERNELS for n in _contention.MATMUL_SIZES]
+        ("matmul", k, n) for k in contention.MATMUL_KERNELS for n in contention.MATMUL_SIZES]
     (mlp,) = [r for r in rows if r["scenario"] == "mlp"]
     for r in rows:
         assert r["one_thread_s"] > 0 and r["threads_s"] > 0

@@ -6,7 +6,7 @@ Models (float32):
 - ``cs231n``: the assignments' three-layer net, 6 arrays, ~100K parameters.
 - ``flat16M``: one 16M-element array, for the cost of the running average and clipping.
 
-Each comparison is timed with its batches interleaved (lec6fast._contention.interleaved), so all
+Each comparison is timed with its batches interleaved (lec6fast.bench.timing.interleaved), so all
 sides see the same stretch of this shared machine.  Bytes moved by an Adam step: 28 per float32
 parameter (x, m, v read and written, dx read); GB/s is read against the read-modify-write probe
 (x *= 1) on the same number of elements, in the same run.  torch.optim.Adam (fused=True and
@@ -15,12 +15,14 @@ threads as lec6fast; DeepSpeed's DeepSpeedCPUAdam too, where deepspeed is instal
 """
 
 import contextlib
+import sys
 
 import numpy as np
 
 import lec6fast
 from lec6fast import _dispatch, optim, reference
-from lec6fast._contention import busy_process, interleaved
+from lec6fast.bench.contention import busy_process
+from lec6fast.bench.timing import interleaved, thread_count
 
 ADAM_BYTES = 28             # per float32 parameter
 LAYERS = [                  # (weight shape, output channels) of the cnn52 model
@@ -77,22 +79,25 @@ def _torch_adam(params, grads, impl, threads):
 
 def _deepspeed_adam(params, grads):
     """A step of DeepSpeed's DeepSpeedCPUAdam (its AVX C++ Adam) on the same arrays, where
-    deepspeed is installed (its op is compiled on first use)."""
-    try:
-        import torch
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-    except Exception:
-        return None
-    ts = []
-    for k, v in params.items():
-        p = torch.nn.Parameter(torch.from_numpy(v))
-        p.grad = torch.from_numpy(grads[k])
-        ts.append(p)
-    try:
-        opt = DeepSpeedCPUAdam(ts, lr=1e-3, eps=1e-7, adamw_mode=False)
-        opt.step()
-    except Exception:
-        return None
+    deepspeed is installed (its op is compiled on first use).  deepspeed logs to stdout (its
+    logger's handler binds the stream at import): it is pointed at stderr here, so that
+    `lec6fast bench --json` stays JSON."""
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            import torch
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+        except Exception:
+            return None
+        ts = []
+        for k, v in params.items():
+            p = torch.nn.Parameter(torch.from_numpy(v))
+            p.grad = torch.from_numpy(grads[k])
+            ts.append(p)
+        try:
+            opt = DeepSpeedCPUAdam(ts, lr=1e-3, eps=1e-7, adamw_mode=False)
+            opt.step()
+        except Exception:
+            return None
     return opt.step
 
 
@@ -111,13 +116,10 @@ def _row(rows, case, n, label, seconds, against=None, against_s=None, nbytes=Non
 def run(*, threads=None, use_torch=True, repeat=15, batch_time=0.02, progress=None):
     """Rows {case, n, label, seconds, [against, against_s, ratio], [gbps, probe_gbps]}; a ratio
     is this row's time / the time of `against`, from the same interleaved measurement."""
-    nt = threads or lec6fast.get_num_threads()
+    nt = thread_count(threads)
     opts = dict(repeat=repeat, batch_time=batch_time)
     rows = []
-
-    def note(what):
-        if progress:
-            progress(what)
+    note = progress or (lambda what: None)
 
     # 1. A model of 52 arrays, 5.1M parameters, against one adam_ on as many elements, torch's
     #    Adam on the same 52 arrays, and the NumPy reference.
@@ -218,21 +220,7 @@ def run(*, threads=None, use_torch=True, repeat=15, batch_time=0.02, progress=No
     return rows
 
 
-def format_rows(rows):
-    """Markdown table lines for `rows`."""
-    def t(s):
-        return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
-    lines = ["| case | what | time | against | ratio | GB/s (RMW probe) |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
-        bw = (f"{r['gbps']:.1f}" + (f" ({r['probe_gbps']:.1f})" if "probe_gbps" in r else "")
-              if "gbps" in r else "-")
-        lines.append(f"| {r['case']} | {r['label']} | {t(r['seconds'])} | "
-                     f"{r.get('against', '-')} | {ratio} | {bw} |")
-    return lines
-
-
 if __name__ == "__main__":
+    from lec6fast.bench import report
     with contextlib.suppress(KeyboardInterrupt):
-        print("\n".join(format_rows(run(progress=print))))
+        print("\n".join(report.model(run(progress=print), markdown=True)))

@@ -20,50 +20,16 @@ Only lec6fast's public API is used, so the same code measures any version of it.
 
 import contextlib
 import multiprocessing
-import statistics
 import time
 
 import numpy as np
 
 import lec6fast
-from lec6fast import _bench, reference
+from lec6fast import reference
+from lec6fast.bench.cases import lecture_dropout_forward
+from lec6fast.bench.timing import interleaved, thread_count
 
 SCENARIOS = ("matmul", "busy", "idle", "torch", "mlp")
-
-
-# ---------------------------------------------------------------- timing
-
-def _per_call(fn, batch):
-    t0 = time.perf_counter()
-    for _ in range(batch):
-        fn()
-    return (time.perf_counter() - t0) / batch
-
-
-def interleaved(fns, *, threads, repeat=15, batch_time=0.02, warmup=3, settle=0.0):
-    """Median seconds per call of each fn(), each run with lec6fast on threads[i] threads;
-    their batches alternate, so every fn sees the same stretch of the machine's time.  settle:
-    seconds to sleep (untimed) before each batch, so that threads one fn left spinning (torch's
-    OpenMP pool spins after its calls) are asleep before the next fn's batch starts."""
-    saved = lec6fast.get_num_threads()
-    try:
-        batches = []
-        for fn, nt in zip(fns, threads):
-            lec6fast.set_num_threads(nt)
-            for _ in range(warmup):
-                fn()
-            t = _per_call(fn, 1)
-            batches.append(max(1, min(10_000, int(batch_time / max(t, 1e-9)))))
-        times = [[] for _ in fns]
-        for _ in range(repeat):
-            for ts, fn, nt, b in zip(times, fns, threads, batches):
-                lec6fast.set_num_threads(nt)
-                if settle:
-                    time.sleep(settle)
-                ts.append(_per_call(fn, b))
-        return [statistics.median(ts) for ts in times]
-    finally:
-        lec6fast.set_num_threads(saved)
 
 
 # ---------------------------------------------------------------- kernels at a size
@@ -179,7 +145,7 @@ class MLP:
         # Plain NumPy draws the lecture's mask (rng.random < p), as users write it; the
         # reference's Philox twin of lec6fast's mask is a specification, not a baseline.
         self.dropout_forward = (lib.dropout_forward if lib is lec6fast
-                                else _bench.lecture_dropout_forward)
+                                else lecture_dropout_forward)
         self.X, self.y, self.source = digits(dtype)
         rng = np.random.default_rng(seed)
         dims = [self.X.shape[1], hidden, hidden, 10]
@@ -239,14 +205,11 @@ class MLP:
 
 def run(scenarios=SCENARIOS, *, threads=None, repeat=15, batch_time=0.02, progress=None):
     """Rows {scenario, case, n, one_thread_s, threads_s, ratio, ...}: ratio = time on `threads`
-    (default: lec6fast's default) / time on one thread; below 1 is faster."""
-    nt = threads or lec6fast.get_num_threads()
+    (default: lec6fast's setting) / time on one thread; below 1 is faster."""
+    nt = thread_count(threads)
     opts = dict(repeat=repeat, batch_time=batch_time)
     rows = []
-
-    def note(what):
-        if progress:
-            progress(what)
+    note = progress or (lambda what: None)
 
     def pair(scenario, case, n, fn, **extra):
         note(f"{scenario}: {case} n={n}")
@@ -301,23 +264,11 @@ def run(scenarios=SCENARIOS, *, threads=None, repeat=15, batch_time=0.02, progre
     return rows
 
 
-def format_rows(rows):
-    """Markdown table lines for `rows`."""
-    def t(s):
-        return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
-    lines = ["| scenario | case | n | 1 thread | threads | ratio | NumPy | vs NumPy |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        numpy_s = t(r["numpy_s"]) if "numpy_s" in r else "-"
-        vs = f"{r['speedup_vs_numpy']:.2f}x" if "speedup_vs_numpy" in r else "-"
-        lines.append(f"| {r['scenario']} | {r['case']} | {r['n']:g} | {t(r['one_thread_s'])} | "
-                     f"{t(r['threads_s'])} ({r['threads']}) | {r['ratio']:.2f} | {numpy_s} | {vs} |")
-    return lines
-
-
 if __name__ == "__main__":
-    # python path/to/_contention.py [scenario ...]: a Markdown table, from any installed
+    # python -m lec6fast.bench.contention [scenario ...]: a Markdown table, from any installed
     # lec6fast (only its public API is used), e.g. to compare two builds.
     import sys
+    from lec6fast.bench import report
     picked = tuple(sys.argv[1:]) or SCENARIOS
-    print("\n".join(format_rows(run(picked, progress=lambda w: print(w, file=sys.stderr)))))
+    rows = run(picked, progress=lambda w: print(w, file=sys.stderr))
+    print("\n".join(report.contention(rows, markdown=True)))
