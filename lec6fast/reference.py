@@ -269,16 +269,16 @@ class _Optimizer:
         return list(grads)
 
     def step(self, grads):
-        self.t += 1
-        t = self.t
+        t = self.t + 1
         grads = self._grads(grads)
         if self.clip_norm is not None:
             norm = global_norm(grads)
-            if not np.isfinite(norm):
+            if not np.isfinite(norm):       # refused: nothing changes, t neither
                 raise FloatingPointError("the global norm of the gradients is not finite")
             scale = min(1.0, float(self.clip_norm) / (norm + 1e-6))
             grads = [g * scale for g in grads]
             self.last_grad_norm = norm
+        self.t = t
         for i, ((group, _, x), dx) in enumerate(zip(self.params, grads)):
             h = {k: group[k] for k in self.rule[2]}
             h["lr"] = group["lr"]

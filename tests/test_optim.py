@@ -505,6 +505,7 @@ def test_a_damaged_checkpoint_is_refused_and_changes_nothing(tmp_path, damage):
     (lambda: optim.Adam([np.ones(10)]), "dtypes"),
     (lambda: optim.Adam([np.ones(10, np.float32), np.ones(1, np.float32)]), "names"),
     (lambda: optim.Adam([np.ones(10, np.float32)], ema_decay=0.9), "ema_decay"),
+    (lambda: optim.Adam([np.ones(10, np.float32)], clip_norm=1.0), "clip_norm"),
     (lambda: optim.Adam([np.ones(10, np.float32)], convention="torch"), "convention"),
 ])
 def test_a_state_dict_of_another_optimizer_is_refused(other, message):
@@ -680,8 +681,10 @@ def test_one_step_at_a_time():
     opt = optim.SGD([np.ones(3)], 0.1)
     opt._busy.acquire()                 # as if another thread were inside step()
     try:
-        with pytest.raises(RuntimeError, match="one optimizer takes one step at a time"):
+        with pytest.raises(RuntimeError, match="one optimizer does one thing at a time"):
             opt.step([np.ones(3)])
+        with pytest.raises(RuntimeError, match="one optimizer does one thing at a time"):
+            opt.load_state_dict(opt.state_dict())
     finally:
         opt._busy.release()
     opt.step([np.ones(3)])
@@ -747,3 +750,15 @@ def test_average_sums_many_weights_in_order():
     lec6fast.average_(out, arrays, weights)
     reference.average_(ref, arrays, weights)
     Bits.assert_equal(out, ref)
+
+
+def test_after_a_refused_step_the_next_one_matches_the_reference():
+    """A caught FloatingPointError (skipping a bad batch) changes t in neither."""
+    p, q = [np.ones(4, np.float32)], [np.ones(4, np.float32)]
+    fast, ref = optim.Adam(p, 0.1, clip_norm=1.0), reference.Adam(q, 0.1, clip_norm=1.0)
+    for opt in (fast, ref):
+        with pytest.raises(FloatingPointError):
+            opt.step([np.array([np.nan, 0, 0, 0], np.float32)])
+        opt.step([np.ones(4, np.float32)])
+    assert fast.t == ref.t == 1
+    Bits.assert_equal(p[0], q[0])

@@ -57,7 +57,7 @@ def load_state_dict(opt, sd, params=None):
         raise ValueError(f"load_state_dict: not a lec6fast optimizer state dict (expected "
                          f"format {FORMAT!r}, got {sd.get('format') if isinstance(sd, dict) else type(sd).__name__!r})")
     mine = state_dict(opt)
-    for key in ("optimizer", "convention", "names", "shapes", "dtypes", "ema_decay"):
+    for key in ("optimizer", "convention", "names", "shapes", "dtypes", "clip_norm", "ema_decay"):
         saved = sd.get(key)
         if key == "shapes" and saved is not None:
             saved = [list(s) for s in saved]

@@ -1,6 +1,7 @@
 """The optimizers of lec6fast.optim: the state, schedules, averaging, clipping and resume of a
 whole model, around one fused Cython step (lec6fast._updates.ModelStep)."""
 
+import contextlib
 import math
 import operator
 import threading
@@ -234,10 +235,7 @@ class Optimizer:
     def step(self, grads):
         """Update every parameter (and its state and running average) in place, in one fused
         pass.  grads mirrors params.  Nothing is written when anything is refused."""
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError(f"{type(self).__name__}.step: called while another thread is in "
-                               f"a step of this optimizer; one optimizer takes one step at a time")
-        try:
+        with self._exclusive("step"):
             t = self._t + 1
             table = self._step_table(t)                     # 1. every scalar
             flat = self._structure.flatten(grads)           # 2. the gradient objects
@@ -246,8 +244,6 @@ class Optimizer:
             self._t = t
             if norm is not None:
                 self.last_grad_norm = norm
-        finally:
-            self._busy.release()
 
     @property
     def t(self):
@@ -278,7 +274,8 @@ class Optimizer:
     def load_state_dict(self, sd):
         """Restore a state_dict() of an optimizer of the same rule and parameters; ValueError
         saying what differs (and nothing changed) otherwise."""
-        _checkpoint.load_state_dict(self, sd)
+        with self._exclusive("load_state_dict"):
+            _checkpoint.load_state_dict(self, sd)
 
     def save(self, path):
         """Write a checkpoint of training to path (.npz): the parameters and state_dict().
@@ -289,7 +286,20 @@ class Optimizer:
     def load(self, path):
         """Restore what save() wrote: the optimizer's state, and the parameters, in place.
         Checked first: a damaged or foreign file is refused with ValueError, changing nothing."""
-        _checkpoint.load(self, path)
+        with self._exclusive("load"):
+            _checkpoint.load(self, path)
+
+    @contextlib.contextmanager
+    def _exclusive(self, what):
+        """Steps and loads write the same memory: one at a time (RuntimeError otherwise)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{type(self).__name__}.{what}: called while a step or a load of "
+                               f"this optimizer is running (another thread, or a schedule "
+                               f"calling back); one optimizer does one thing at a time")
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def __repr__(self):
         extras = "".join(f", {k}={getattr(self, k)!r}" for k in ("clip_norm", "ema_decay")
