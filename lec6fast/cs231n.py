@@ -47,24 +47,41 @@ def _param(w):
     return np.array(a, dtype=dtype, order="C")
 
 
-def _read(a, like):
-    """A read-only input as a C-contiguous array of like's dtype, sharing no memory with like
-    (a copy only when needed)."""
-    a = np.ascontiguousarray(a, dtype=like.dtype)
-    return a.copy() if np.shares_memory(a, like) else a
+def _contiguous(a, dtype):
+    """a as a C-contiguous array of dtype, its shape kept (0-d too); a copy only when needed."""
+    a = np.asarray(a)
+    if a.dtype != dtype or not a.flags.c_contiguous or not a.dtype.isnative:
+        a = np.array(a, dtype=dtype, order="C")
+    return a
 
 
-def _state(d, key, like, fill=0.0):
-    """d[key] as an array lec6fast can update in place next to `like` (same shape and dtype):
-    created filled with `fill` on first use, converted (and stored back) when it cannot be."""
+def _float(a):
+    """a as a C-contiguous float array (float64 unless it is float32 or float64 already)."""
+    a = np.asarray(a)
+    return _contiguous(a, a.dtype if a.dtype in FLOATS else np.float64)
+
+
+def _read(a, like, *written):
+    """A read-only input as a C-contiguous array of like's dtype and shape, sharing no memory
+    with like or the other arrays a call writes (a copy only when needed)."""
+    a = _contiguous(a, like.dtype)
+    return a.copy() if any(np.shares_memory(a, w) for w in (like, *written)) else a
+
+
+def _state(d, key, like, *avoid):
+    """d[key] as an array lec6fast can update in place next to `like` (its shape and dtype,
+    sharing memory with none of `avoid`): zeros on first use; converted (a scalar broadcast)
+    and stored back when it cannot be updated as it is."""
     s = d.get(key)
     if s is None:
-        s = np.full_like(like, fill)
+        s = np.zeros_like(like)
     elif not (_updatable(s) and s.shape == like.shape and s.dtype == like.dtype
-              and not np.shares_memory(s, like)):
-        s = np.array(s, dtype=like.dtype, order="C")
-        if s.shape != like.shape:
-            raise ValueError(f"config[{key!r}] has shape {s.shape} but w has shape {like.shape}")
+              and not any(np.shares_memory(s, a) for a in (like, *avoid))):
+        try:
+            s = np.array(np.broadcast_to(s, like.shape), dtype=like.dtype, order="C")
+        except ValueError:
+            raise ValueError(f"config[{key!r}] has shape {np.shape(s)} but w has shape "
+                             f"{like.shape}") from None
     d[key] = s
     return s
 
@@ -87,8 +104,8 @@ def _with_velocity(kernel, w, dw, config):
     config.setdefault("learning_rate", 1e-2)
     config.setdefault("momentum", 0.9)
     w = _param(w)
-    v = _state(config, "velocity", w)
-    kernel(w, _read(dw, w), v, lr=config["learning_rate"], mu=config["momentum"])
+    v = _state(config, "velocity", w, dw)
+    kernel(w, _read(dw, w, v), v, lr=config["learning_rate"], mu=config["momentum"])
     return w, config
 
 
@@ -112,8 +129,8 @@ def adagrad(w, dw, config=None):
     config.setdefault("learning_rate", 1e-2)
     config.setdefault("epsilon", 1e-8)
     w = _param(w)
-    cache = _state(config, "cache", w)
-    lec6fast.adagrad_(w, _read(dw, w), cache, lr=config["learning_rate"], eps=config["epsilon"])
+    cache = _state(config, "cache", w, dw)
+    lec6fast.adagrad_(w, _read(dw, w, cache), cache, lr=config["learning_rate"], eps=config["epsilon"])
     return w, config
 
 
@@ -126,8 +143,8 @@ def rmsprop(w, dw, config=None):
     config.setdefault("decay_rate", 0.99)
     config.setdefault("epsilon", 1e-8)
     w = _param(w)
-    cache = _state(config, "cache", w)
-    lec6fast.rmsprop_(w, _read(dw, w), cache, lr=config["learning_rate"],
+    cache = _state(config, "cache", w, dw)
+    lec6fast.rmsprop_(w, _read(dw, w, cache), cache, lr=config["learning_rate"],
                       decay_rate=config["decay_rate"], eps=config["epsilon"])
     return w, config
 
@@ -146,9 +163,9 @@ def adam(w, dw, config=None):
     config.setdefault("epsilon", 1e-8)
     config.setdefault("t", 0)
     w = _param(w)
-    m = _state(config, "m", w)
-    v = _state(config, "v", w)
-    dw = _read(dw, w)
+    m = _state(config, "m", w, dw)
+    v = _state(config, "v", w, dw, m)
+    dw = _read(dw, w, m, v)
     t = config["t"] + 1
     lec6fast.adam_(w, dw, m, v, t=t, lr=config["learning_rate"], beta1=config["beta1"],
                    beta2=config["beta2"], eps=config["epsilon"])
@@ -174,10 +191,8 @@ def dropout_forward(x, dropout_param):
     Returns (out, cache); the cache holds the 1-bit-per-element mask."""
     p, mode = dropout_param["p"], dropout_param["mode"]
     mask = None
-    x = np.asarray(x)
     if mode == "train":
-        x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in FLOATS else np.float64)
-        out, mask = lec6fast.dropout_forward(x, p=p, rng=_generator(dropout_param))
+        out, mask = lec6fast.dropout_forward(_float(x), p=p, rng=_generator(dropout_param))
     elif mode == "test":
         out = x
     else:
@@ -189,10 +204,7 @@ def dropout_backward(dout, cache):
     """dx = dout * mask / p ('train'), dout ('test')."""
     dropout_param, mask = cache
     if dropout_param["mode"] == "train":
-        dout = np.asarray(dout)
-        return lec6fast.dropout_backward(
-            np.ascontiguousarray(dout, dtype=dout.dtype if dout.dtype in FLOATS else np.float64),
-            mask)
+        return lec6fast.dropout_backward(_float(dout), mask)
     return dout
 
 
@@ -208,8 +220,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
-    x = np.asarray(x)
-    x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in FLOATS else np.float64)
+    x = _float(x)
     features = np.zeros(x.shape[1] if x.ndim > 1 else 0, dtype=x.dtype)
     running_mean = _state(bn_param, "running_mean", features)
     running_var = _state(bn_param, "running_var", features)
@@ -220,10 +231,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for the cache of a 'train'-mode batchnorm_forward."""
-    dout = np.asarray(dout)
-    return lec6fast.batchnorm_backward(
-        np.ascontiguousarray(dout, dtype=dout.dtype if dout.dtype in FLOATS else np.float64),
-        cache)
+    return lec6fast.batchnorm_backward(_float(dout), cache)
 
 
 batchnorm_backward_alt = batchnorm_backward     # the same closed form (one fused pass)

@@ -297,3 +297,23 @@ def test_batchnorm_running_statistics_live_in_bn_param():
     np.testing.assert_allclose(bn_param["running_var"], 0.5 * x.var(axis=0))
     with pytest.raises(ValueError, match="mode"):
         cs231n.batchnorm_forward(x, np.ones(3), np.zeros(3), {"mode": "eval"})
+
+
+def test_0d_parameters_and_inputs_keep_their_shape():
+    next_w, _ = cs231n.sgd(np.array(1.0), np.array(0.5))
+    assert next_w.shape == () and next_w == 1.0 - 0.01 * 0.5
+    out, cache = cs231n.dropout_forward(np.array(2.0), {"mode": "train", "p": 0.5, "seed": 0})
+    assert out.shape == () and cs231n.dropout_backward(np.array(1.0), cache).shape == ()
+
+
+def test_state_that_aliases_dw_or_other_state_is_copied_not_refused():
+    w, dw = np.ones(3), np.full(3, 0.5)
+    config = {"velocity": dw}                               # the same array as dw
+    next_w, config = cs231n.sgd_momentum(w, dw, config)
+    np.testing.assert_array_equal(config["velocity"], 0.9 * 0.5 - 0.01 * 0.5)
+    np.testing.assert_array_equal(dw, 0.5)                  # dw itself untouched
+    shared = np.zeros(3)
+    _, config = cs231n.adam(np.ones(3), dw, {"m": shared, "v": shared})
+    assert not np.shares_memory(config["m"], config["v"])
+    _, config = cs231n.sgd_momentum(np.ones(3), dw, {"velocity": 0})   # a scalar: broadcast
+    assert config["velocity"].shape == (3,)
