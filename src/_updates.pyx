@@ -403,6 +403,7 @@ ctypedef struct Model:
     Py_ssize_t total[2]
     Py_ssize_t chunk[2]
     Py_ssize_t nchunks[2]
+    Py_ssize_t nblocks
     double* partial             # the norm: one sum of squares per block
     int* block_param            # the parameter each block belongs to
 
@@ -527,14 +528,9 @@ cdef class ModelStep:
     state arrays (views into the optimizer's buffers).  step() checks the parameters and the
     gradients with C-level reads and runs the whole model in one job on the pool.
     """
-    cdef Param* p
-    cdef int n, rule, nstate
-    cdef int count[2]
-    cdef int* order[2]
-    cdef Py_ssize_t total[2]
-    cdef Py_ssize_t nblocks, par_min
-    cdef double* partial
-    cdef int* block_param
+    cdef Model m                # the parameters and their layout: what every step walks
+    cdef int n
+    cdef Py_ssize_t par_min
     cdef Span* spans
     cdef list names, gnames, pairs
     cdef str fn
@@ -550,7 +546,7 @@ cdef class ModelStep:
     def __cinit__(self, str rule, list names, list gnames, list params, str fn="step"):
         cdef int i, k, d
         cdef Param* q
-        self.rule, self.nstate, self.par_min = RULES[rule]
+        self.m.rule, self.m.nstate, self.par_min = RULES[rule]
         self.n = len(names)
         self.names = list(names)
         self.gnames = list(gnames)
@@ -561,11 +557,12 @@ cdef class ModelStep:
         if len(params) != self.n or len(gnames) != self.n:
             raise ValueError(f"{fn}: {len(names)} names and {len(gnames)} gradient names for "
                              f"{len(params)} parameters")
-        self.p = <Param*>malloc(max(self.n, 1) * sizeof(Param))
+        self.m.p = <Param*>malloc(max(self.n, 1) * sizeof(Param))
         self.spans = <Span*>malloc((2 * self.n + 2) * sizeof(Span))
-        self.order[0] = <int*>malloc(max(self.n, 1) * sizeof(int))
-        self.order[1] = <int*>malloc(max(self.n, 1) * sizeof(int))
-        if self.p == NULL or self.spans == NULL or self.order[0] == NULL or self.order[1] == NULL:
+        self.m.order[0] = <int*>malloc(max(self.n, 1) * sizeof(int))
+        self.m.order[1] = <int*>malloc(max(self.n, 1) * sizeof(int))
+        if (self.m.p == NULL or self.spans == NULL or self.m.order[0] == NULL
+                or self.m.order[1] == NULL):
             raise MemoryError()
         self.dims = NULL
         self.ndim = NULL
@@ -584,39 +581,39 @@ cdef class ModelStep:
                 k += 1
         self.dtypes = ["float64" if cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT64 else "float32"
                        for x in params]
-        self.nblocks = 0
+        self.m.nblocks = 0
         for d in range(2):
-            self.count[d] = 0
-            self.total[d] = 0
+            self.m.count[d] = 0
+            self.m.total[d] = 0
         for i in range(self.n):
-            q = &self.p[i]
+            q = &self.m.p[i]
             q.s = new_step()
             q.avg = new_step()
             q.n = cnp.PyArray_SIZE(<cnp.ndarray>params[i])
             q.f64 = 1 if self.dtypes[i] == "float64" else 0
-            q.start = self.total[q.f64]
-            self.total[q.f64] += q.n
-            self.order[q.f64][self.count[q.f64]] = i
-            self.count[q.f64] += 1
-            q.block = self.nblocks
-            self.nblocks += (q.n + NORM_BLOCK - 1) // NORM_BLOCK
-        self.partial = <double*>malloc(max(self.nblocks, 1) * sizeof(double))
-        self.block_param = <int*>malloc(max(self.nblocks, 1) * sizeof(int))
-        if self.partial == NULL or self.block_param == NULL:
+            q.start = self.m.total[q.f64]
+            self.m.total[q.f64] += q.n
+            self.m.order[q.f64][self.m.count[q.f64]] = i
+            self.m.count[q.f64] += 1
+            q.block = self.m.nblocks
+            self.m.nblocks += (q.n + NORM_BLOCK - 1) // NORM_BLOCK
+        self.m.partial = <double*>malloc(max(self.m.nblocks, 1) * sizeof(double))
+        self.m.block_param = <int*>malloc(max(self.m.nblocks, 1) * sizeof(int))
+        if self.m.partial == NULL or self.m.block_param == NULL:
             raise MemoryError()
         for i in range(self.n):
-            for k in range((self.p[i].n + NORM_BLOCK - 1) // NORM_BLOCK):
-                self.block_param[self.p[i].block + k] = i
+            for k in range((self.m.p[i].n + NORM_BLOCK - 1) // NORM_BLOCK):
+                self.m.block_param[self.m.p[i].block + k] = i
 
     def __dealloc__(self):
         free(self.dims)
         free(self.ndim)
-        free(self.p)
+        free(self.m.p)
         free(self.spans)
-        free(self.order[0])
-        free(self.order[1])
-        free(self.partial)
-        free(self.block_param)
+        free(self.m.order[0])
+        free(self.m.order[1])
+        free(self.m.partial)
+        free(self.m.block_param)
 
     def bind(self, list states, list avgs, list buffers):
         """states[i]: parameter i's state arrays (in the rule's order), avgs[i]: its running
@@ -629,8 +626,8 @@ cdef class ModelStep:
                              "two buffers")
         for i in range(self.n):
             arrays = list(states[i]) + ([] if avgs[i] is None else [avgs[i]])
-            if len(states[i]) != self.nstate:
-                raise ValueError(f"bind: {self.names[i]} needs {self.nstate} state arrays")
+            if len(states[i]) != self.m.nstate:
+                raise ValueError(f"bind: {self.names[i]} needs {self.m.nstate} state arrays")
             for a in arrays:
                 if (not cnp.PyArray_CheckExact(a) or c_shape(a) != self.shapes[i]
                         or str(a.dtype) != self.dtypes[i] or not cnp.PyArray_IS_C_CONTIGUOUS(a)
@@ -648,9 +645,9 @@ cdef class ModelStep:
                 self.buf_hi[self.nbuf] = self.buf_lo[self.nbuf] + cnp.PyArray_NBYTES(<cnp.ndarray>b)
                 self.nbuf += 1
         for i in range(self.n):
-            for k in range(self.nstate):
-                self.p[i].s.a[2 + k] = cnp.PyArray_BYTES(<cnp.ndarray>states[i][k])
-            self.p[i].avg.a[0] = (NULL if avgs[i] is None
+            for k in range(self.m.nstate):
+                self.m.p[i].s.a[2 + k] = cnp.PyArray_BYTES(<cnp.ndarray>states[i][k])
+            self.m.p[i].avg.a[0] = (NULL if avgs[i] is None
                                   else cnp.PyArray_BYTES(<cnp.ndarray>avgs[i]))
         self.bound = True
 
@@ -688,7 +685,7 @@ cdef class ModelStep:
             check_types(self.fn, pair, o, m)
             typenum = check_dtypes(self.fn, pair, o, m)
             if grads is not None:
-                if (typenum == cnp.NPY_FLOAT64) != self.p[i].f64:
+                if (typenum == cnp.NPY_FLOAT64) != self.m.p[i].f64:
                     raise TypeError(f"{self.fn}: {self.names[i]} has dtype {dtype_name(params[i])} "
                                     f"but had {self.dtypes[i]} when the optimizer was made")
                 if (cnp.PyArray_NDIM(<cnp.ndarray>o[0]) != self.ndim[i]
@@ -745,11 +742,11 @@ cdef class ModelStep:
         """
         cdef int i, d
         cdef Param* q
-        cdef Model m
+        cdef Model* m = &self.m
         cdef const double* h
-        cdef double norm = 0.0, total = 0.0
+        cdef double norm = 0.0, total = 0.0, scale
         cdef int nt = num_threads()
-        cdef Py_ssize_t size = self.total[0] + self.total[1]
+        cdef Py_ssize_t size = self.m.total[0] + self.m.total[1]
         cdef Py_ssize_t norm_min = parallel_min(cnp.NPY_FLOAT32, PAR_NORM, PAR_NORM)
         cdef Py_ssize_t step_min = parallel_min(cnp.NPY_FLOAT32, self.par_min, self.par_min)
         if (cnp.PyArray_TYPE(hyper) != cnp.NPY_FLOAT64 or cnp.PyArray_NDIM(hyper) != 2
@@ -758,50 +755,46 @@ cdef class ModelStep:
             raise ValueError("step: hyper must be a C-contiguous float64 (n, 9) table")
         if not self.bound:
             raise ValueError("step: bind() the optimizer's state first")
-        if self.rule == RULE_ADAM and not t >= 1:
+        if self.m.rule == RULE_ADAM and not t >= 1:
             raise ValueError(f"step: t must be >= 1 (the 1-based step), got {t}")
         self._check(params, grads)
         for i in range(self.n):             # exactly what was checked, from here on
-            q = &self.p[i]
+            q = &self.m.p[i]
             h = <const double*>cnp.PyArray_DATA(hyper) + i * NCOL
             q.s.a[0] = cnp.PyArray_BYTES(<cnp.ndarray>params[i])
             q.s.a[1] = cnp.PyArray_BYTES(<cnp.ndarray>grads[i])
+            if i > 0 and memcmp(h, h - NCOL, NCOL * sizeof(double)) == 0:
+                q.s.h = self.m.p[i - 1].s.h     # the same group: derived already (pow for Adam)
+                q.avg.h = self.m.p[i - 1].avg.h
+                continue
             q.s.h.lr = h[0]
             q.s.h.mu = h[1]
             q.s.h.eps = h[2]
             q.s.h.decay = h[3]
             q.s.h.beta1 = h[4]
             q.s.h.beta2 = h[5]
-            derive(&q.s.h, t if self.rule == RULE_ADAM else 0)
+            derive(&q.s.h, t if self.m.rule == RULE_ADAM else 0)
             q.s.h.l2 = h[6]
             q.s.h.shrink = h[7]
             q.s.h.gscale = 1.0
             q.avg.h.decay = h[8]
             derive(&q.avg.h, 0)
-        m.p = self.p
-        m.rule = self.rule
-        m.nstate = self.nstate
-        m.partial = self.partial
-        m.block_param = self.block_param
-        for d in range(2):
-            m.order[d] = self.order[d]
-            m.count[d] = self.count[d]
-            m.total[d] = self.total[d]
+        for d in range(2):              # (the chunk size is a test knob: read it per step)
             m.chunk[d] = chunk_size(m.total[d], 8 if d else 4)
             m.nchunks[d] = (m.total[d] + m.chunk[d] - 1) // m.chunk[d]
         with nogil:
             if clip_norm > 0:
-                if self.nblocks > 0:
-                    _pool.run(_norm_chunk, &m, self.nblocks,
-                              nt if size >= norm_min else 1)
-                for i in range(self.nblocks):
-                    total = total + self.partial[i]
+                if self.m.nblocks > 0:
+                    _pool.run(_norm_chunk, m, m.nblocks, nt if size >= norm_min else 1)
+                for i in range(m.nblocks):
+                    total = total + m.partial[i]
                 norm = sqrt(total)
                 if isfinite(norm):
+                    scale = min(1.0, clip_norm / (norm + 1e-6))
                     for i in range(self.n):
-                        self.p[i].s.h.gscale = min(1.0, clip_norm / (norm + 1e-6))
+                        m.p[i].s.h.gscale = scale
             if (not clip_norm > 0 or isfinite(norm)) and m.nchunks[0] + m.nchunks[1] > 0:
-                _pool.run(_model_chunk, &m, m.nchunks[0] + m.nchunks[1],
+                _pool.run(_model_chunk, m, m.nchunks[0] + m.nchunks[1],
                           nt if size >= step_min else 1)
         if clip_norm > 0 and not isfinite(norm):
             raise FloatingPointError(f"{self.fn}.step: the global norm of the gradients is {norm} "

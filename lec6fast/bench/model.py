@@ -60,6 +60,16 @@ def _size(params):
     return sum(v.size for v in params.values())
 
 
+def _tensors(torch, params, grads):
+    """torch Parameters sharing params' memory, their .grad sharing grads'."""
+    ts = []
+    for k, v in params.items():
+        p = torch.nn.Parameter(torch.from_numpy(v))
+        p.grad = torch.from_numpy(grads[k])
+        ts.append(p)
+    return ts
+
+
 def _torch_adam(params, grads, impl, threads):
     """A step of torch.optim.Adam(impl=True) on tensors sharing params' and grads' memory."""
     try:
@@ -67,12 +77,7 @@ def _torch_adam(params, grads, impl, threads):
     except ImportError:
         return None
     torch.set_num_threads(threads)
-    ts = []
-    for k, v in params.items():
-        p = torch.nn.Parameter(torch.from_numpy(v))
-        p.grad = torch.from_numpy(grads[k])
-        ts.append(p)
-    opt = torch.optim.Adam(ts, lr=1e-3, eps=1e-7, **{impl: True})
+    opt = torch.optim.Adam(_tensors(torch, params, grads), lr=1e-3, eps=1e-7, **{impl: True})
     opt.step()
     return opt.step
 
@@ -88,13 +93,9 @@ def _deepspeed_adam(params, grads):
             from deepspeed.ops.adam import DeepSpeedCPUAdam
         except Exception:
             return None
-        ts = []
-        for k, v in params.items():
-            p = torch.nn.Parameter(torch.from_numpy(v))
-            p.grad = torch.from_numpy(grads[k])
-            ts.append(p)
         try:
-            opt = DeepSpeedCPUAdam(ts, lr=1e-3, eps=1e-7, adamw_mode=False)
+            opt = DeepSpeedCPUAdam(_tensors(torch, params, grads), lr=1e-3, eps=1e-7,
+                                   adamw_mode=False)
             opt.step()
         except Exception:
             return None
