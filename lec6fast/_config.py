@@ -42,7 +42,8 @@ def config_lines():
     sizes = [n for per_dtype in c["parallel_min_elements"].values() for n in per_dtype.values()]
     return [
         f"lec6fast {c['lec6fast']}  (python {c['python']}, numpy {c['numpy']}, {c['machine']})",
-        f"  SIMD level in use : {c['simd_level']}  (CPU supports {', '.join(c['cpu_simd_levels'])}; "
+        f"  SIMD level in use : {c['simd_level']}",
+        f"                      (CPU supports {', '.join(c['cpu_simd_levels'])}; "
         f"this build has {', '.join(c['built_simd_levels'])})",
         f"  threads           : {c['num_threads']} of at most {c['max_threads']}, {c['threads']} "
         f"({c['pool']['workers']} workers started)",

@@ -276,7 +276,9 @@ class _Optimizer:
             if not np.isfinite(norm):       # refused: nothing changes, t neither
                 raise FloatingPointError("the global norm of the gradients is not finite")
             scale = min(1.0, float(self.clip_norm) / (norm + 1e-6))
-            grads = [g * scale for g in grads]
+            # (np.asarray: NumPy turns a 0-d result into a scalar, whose float32 ** 2 is
+            # not the array's correctly rounded square)
+            grads = [np.asarray(g * scale) for g in grads]
             self.last_grad_norm = norm
         self.t = t
         for i, ((group, _, x), dx) in enumerate(zip(self.params, grads)):
@@ -288,7 +290,7 @@ class _Optimizer:
             if lam and group["decoupled_weight_decay"]:
                 x *= 1 - h["lr"] * lam
             elif lam:
-                dx = dx + lam * x
+                dx = np.asarray(dx + lam * x)
             if self.kernel is adam_:
                 h["t"] = t
             self.kernel(x, dx, *self.state[i], **h)
