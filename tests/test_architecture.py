@@ -5,6 +5,8 @@ function counts too, except where a rule says "at module level").
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ PACKAGE = Path(lec6fast.__file__).resolve().parent
 # every module of the package, subpackages too ("optim/_optimizer", "bench/model")
 MODULES = sorted(str(p.relative_to(PACKAGE).with_suffix("")) for p in PACKAGE.rglob("*.py"))
 BENCH_AND_CLI = {"cli", "__main__", "bench"}
+TORCH_ADAPTER = "torch"         # lec6fast/torch/: the one library package that imports torch
 
 
 def is_bench_or_cli(module):
@@ -60,13 +63,40 @@ def test_no_library_module_imports_the_benchmarks_or_the_cli(module):
     assert not lec6fast_modules(module) & BENCH_AND_CLI, module
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_torch_is_imported_only_by_the_benchmarks_and_never_at_module_level(module):
+def is_torch_adapter(module):
+    return module.split("/")[0] == TORCH_ADAPTER
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if not is_torch_adapter(m)])
+def test_torch_is_imported_only_by_the_adapter_and_the_benchmarks(module):
+    """The benchmarks import torch only inside functions (it is optional there)."""
     top = {name.split(".")[0] for name, _ in imports(module, top_level_only=True)}
     assert "torch" not in top, module
     anywhere = {name.split(".")[0] for name, _ in imports(module)}
     if not is_bench_or_cli(module):
         assert "torch" not in anywhere, module
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES
+                                    if not is_torch_adapter(m) and not is_bench_or_cli(m)])
+def test_no_library_module_imports_the_torch_adapter(module):
+    assert TORCH_ADAPTER not in lec6fast_modules(module), module
+
+
+def test_importing_lec6fast_does_not_import_torch():
+    code = ("import sys, lec6fast, lec6fast.optim, lec6fast.cs231n, lec6fast.schedules, "
+            "lec6fast.reference; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_adapter_without_torch_says_how_to_install_it():
+    """torch made unimportable (a None entry in sys.modules) for the child process."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import lec6fast.torch\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "needs PyTorch" in out.stdout and "pip install torch" in out.stdout, out.stdout
 
 
 def test_the_reference_needs_numpy_only():
