@@ -7,7 +7,8 @@ level the CPU supports, so a wheel never assumes more than the x86-64 baseline.
 
 Flags are portable and keep IEEE semantics: -O3 -fno-math-errno (lets sqrt vectorize)
 -ffp-contract=off (no FMA contraction, so every level and thread count gives the same
-bits).  Never -ffast-math or -march=native.  The thread pool (src/_threads.h) is compiled
+bits).  Never -ffast-math or -march=native.  -g0 overrides the interpreter's -g: debug
+information was three quarters of a wheel.  The thread pool (src/_threads.h) is compiled
 into lec6fast._runtime only, with pthreads (Win32 threads on Windows); LEC6FAST_THREADS=0
 builds it without threads (every kernel serial), for platforms that have none.
 """
@@ -43,7 +44,7 @@ SIMD_LEVELS = {
                "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mavx512cd"],
 }
 # (-Wno-unused-function: every family includes all of _common.pxi's helpers)
-UNIX_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"]
+UNIX_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-g0", "-Wno-unused-function"]
 MSVC_FLAGS = ["/O2", "/fp:precise"]
 
 
@@ -107,9 +108,12 @@ setup(
         extensions(),
         include_path=[SRC],
         # Here, not in the .pyx headers: a header comment would not reach the per-level
-        # modules, which only include the family's source.
+        # modules, which only include the family's source.  freethreading_compatible: the
+        # modules declare that they run without the GIL on a free-threaded interpreter (the
+        # README's "Free-threaded Python" says what that guarantees).
         compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
-                             "cdivision": True, "embedsignature": True},
+                             "cdivision": True, "embedsignature": True,
+                             "freethreading_compatible": True},
         quiet=True,
     ),
     cmdclass={"build_ext": BuildExt},

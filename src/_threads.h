@@ -145,7 +145,8 @@ static struct {
     lec6_word stats_jobs, stats_chunks_by_workers;
     lec6_word hold;                     /* tests: workers take no chunk while this is set */
     int refuse_from;                    /* tests: creating worker >= this fails (0: never) */
-    int threads;                        /* the setting: lec6fast.set_num_threads */
+    lec6_word threads;                  /* the setting: lec6fast.set_num_threads (atomic:
+                                           any thread may set it while others read it) */
     int workers;                        /* worker threads alive, indices 1..workers */
     int closed;                         /* after lec6_pool_shutdown: serial for good */
     int64_t spin_ns;                    /* how long an idle worker spins before sleeping */
@@ -491,11 +492,13 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
 #endif
 }
 
-/* ---------------------------------------------------------------- settings (called with the GIL held) */
+/* ---------------------------------------------------------------- settings (from Python; on a free-threaded
+ * interpreter from any thread at once: the thread setting is an atomic word, the rest is set at import
+ * or by the tests and benchmarks only) */
 
 static void lec6_pool_init(int threads)
 {
-    lec6_p.threads = threads < 1 ? 1 : threads;
+    LEC6_STORE(&lec6_p.threads.v, (uint64_t)(threads < 1 ? 1 : threads));
     lec6_p.spin_ns = LEC6_DEFAULT_SPIN_NS;
     lec6_p.hot_spin_ns = LEC6_DEFAULT_HOT_SPIN_NS;
     LEC6_STORE(&lec6_p.stop_from.v, LEC6_MAX_THREADS);
@@ -507,7 +510,7 @@ static void lec6_pool_init(int threads)
 #endif
 }
 
-static int lec6_pool_threads(void) { return lec6_p.threads; }
+static int lec6_pool_threads(void) { return (int)LEC6_LOAD(&lec6_p.threads.v); }
 
 /* Wait for the pool to be free (another thread's job is short), then own it. */
 static void lec6_own(void)
@@ -523,10 +526,11 @@ static void lec6_own(void)
  * it stay asleep (no job wakes them) until the count rises again. */
 static void lec6_pool_set_threads(int threads)
 {
-    lec6_p.threads = threads < 1 ? 1 : (threads > LEC6_MAX_THREADS ? LEC6_MAX_THREADS : threads);
 #if defined(LEC6_NO_THREADS)
-    lec6_p.threads = 1;
+    threads = 1;
 #endif
+    threads = threads < 1 ? 1 : (threads > LEC6_MAX_THREADS ? LEC6_MAX_THREADS : threads);
+    LEC6_STORE(&lec6_p.threads.v, (uint64_t)threads);
 }
 
 /* At interpreter exit: join every worker; later calls (daemon threads) run serially. */

@@ -7,6 +7,9 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
+import sysconfig
 import threading
 
 import numpy as np
@@ -411,3 +414,40 @@ def test_torch_imported_first(run_python):
     pytest.importorskip("torch")
     out = run_python(TORCH_FIRST)
     assert out.stdout.strip().splitlines()[-1].startswith("ok")
+
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def child_prints(code):
+    """What a fresh interpreter running `code` prints (its stderr if it fails)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not FREE_THREADED, reason="needs a free-threaded interpreter (CI's 3.14t job)")
+def test_a_free_threaded_interpreter_keeps_the_gil_off():
+    """Every compiled module declares that it runs without the GIL: importing lec6fast (and
+    running a kernel on the pool) must not turn the GIL back on, which CPython does, with a
+    RuntimeWarning, for a module that does not declare it."""
+    code = ("import sys, warnings; warnings.simplefilter('error')\n"
+            "import numpy as np, lec6fast, lec6fast.optim, lec6fast.cs231n\n"
+            "from lec6fast import _dispatch\n"
+            "for family in _dispatch.FAMILIES:\n"
+            "    for level in _dispatch.available_levels():\n"
+            "        _dispatch.kernels(family, level)\n"
+            "x = np.zeros(1 << 20, np.float32); lec6fast.sgd_(x, np.ones_like(x), lr=1.0)\n"
+            "print(sys._is_gil_enabled())\n")
+    assert child_prints(code) == "False"
+
+
+def test_importing_lec6fast_leaves_numpy_ma_unimported():
+    """The masked-array check looks numpy.ma up only when an ndarray subclass comes (no
+    MaskedArray exists before numpy.ma is imported): its import is 10% of lec6fast's."""
+    code = ("import sys, numpy as np, lec6fast, lec6fast.optim, lec6fast.cs231n\n"
+            "x = np.zeros(8, np.float32); lec6fast.sgd_(x, np.ones_like(x), lr=1.0)\n"
+            "class Sub(np.ndarray): pass\n"
+            "lec6fast.sgd_(x.view(Sub), np.ones_like(x), lr=1.0)\n"
+            "print('numpy.ma' in sys.modules)\n")
+    assert child_prints(code) == "False"

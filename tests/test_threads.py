@@ -268,6 +268,58 @@ def test_python_threads_calling_at_once_share_the_pool_safely(threads):
     assert errors == []
 
 
+def test_the_thread_setting_may_change_while_other_threads_compute(threads):
+    """What a free-threaded interpreter allows (and a GIL build too, between bytecodes): one
+    thread sets the thread count while others run kernels and optimizers; every result is
+    exact, whatever count each call saw."""
+    from lec6fast import optim
+
+    threads(2)
+    calls = every_kernel_call(seed=3)
+    serial = {name: call() for name, call in calls}
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(70_001).astype(np.float32) for _ in range(3)]
+
+    def adam_run():
+        p = [np.linspace(-1, 1, 70_001, dtype=np.float32) for _ in range(3)]
+        opt = optim.Adam(p, 1e-2, clip_norm=1.0, ema_decay=0.9)
+        for _ in range(4):
+            opt.step(grads)
+        return [a.copy() for a in p] + [e.copy() for e in opt.ema_params]
+
+    want = adam_run()
+    errors, stop = [], threading.Event()
+
+    def work(k):
+        try:
+            for _ in range(3):
+                for name, call in calls:
+                    if not Bits.all_same(call(), serial[name]):
+                        errors.append(name)
+                if not Bits.all_same(adam_run(), want):
+                    errors.append(f"Adam in thread {k}")
+        except BaseException as e:
+            errors.append(repr(e))
+
+    def toggle():
+        n = 0
+        while not stop.is_set():
+            lec6fast.set_num_threads(1 + n % 2)
+            n += 1
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    setter = threading.Thread(target=toggle)
+    setter.start()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=300)
+    stop.set()
+    setter.join(timeout=60)
+    assert not any(t.is_alive() for t in ts + [setter])
+    assert errors == []
+
+
 FORK_LOOP = """
 import os, sys, numpy as np, lec6fast
 from lec6fast import reference
