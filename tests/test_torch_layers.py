@@ -474,3 +474,42 @@ def test_batch_norm_function_refusals_name_the_argument():
 def test_the_public_names():
     assert {"Dropout", "BatchNorm1d", "BatchNorm2d", "functional"} <= set(lt.__all__)
     assert set(lt.functional.__all__) == {"dropout", "batch_norm"}
+
+
+# ================================================================ the bench section
+
+QUICK = ["--repeat", "1", "--min-repeat", "1", "--budget", "0.01", "--batch-time", "0.0005",
+         "--quiet"]
+
+
+def test_bench_torch_layers_section(capsys, monkeypatch):
+    import json
+    from lec6fast import cli
+    from lec6fast.bench import torch_layers
+    small = [("Dropout(p=0.5)", "Dropout", (8, 1001)), ("BatchNorm1d", "BatchNorm1d", (8, 5, 3)),
+             ("BatchNorm2d", "BatchNorm2d", (4, 3, 5, 5))]
+    monkeypatch.setattr(torch_layers, "CASES", small)
+    assert cli.main(["bench", "--json", "--sections", "torch-layers", "--threads", "1",
+                     *QUICK]) == 0
+    rows = json.loads(capsys.readouterr().out)["torch_layers"]
+    assert [(r["case"], tuple(r["shape"])) for r in rows] == [(c, s) for c, _, s in small]
+    for r in rows:
+        assert r["seconds"] > 0 and r["ratio"] == pytest.approx(r["seconds"] / r["against_s"])
+        assert r["threads"] == 1
+    assert rows[0]["mask_bytes"] == math.ceil(8 * 1001 / 8)
+    assert rows[0]["against_mask_bytes"] == 8 * 1001 * 4         # nn.Dropout's float32 mask
+    assert cli.main(["bench", "--sections", "torch-layers", *QUICK]) == 0
+    out = capsys.readouterr().out
+    assert "Torch layers" in out and "BatchNorm2d" in out and "1,001 / 32,032" in out
+    assert cli.main(["bench", "--sections", "torch-layers", "--no-torch", *QUICK]) == 0
+    assert "Torch layers: skipped" in capsys.readouterr().out
+
+
+def test_bench_torch_layers_section_without_torch():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from lec6fast import cli\n"
+            "cli.main(['bench', '--sections', 'torch-layers', '--quiet'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Torch layers: skipped (torch is not installed" in out.stdout, out.stdout + out.stderr
