@@ -247,6 +247,8 @@ def test_dropout_module_refusals():
 LAYERS = {1: (lt.BatchNorm1d, nn.BatchNorm1d), 2: (lt.BatchNorm2d, nn.BatchNorm2d)}
 BN_SHAPES = [(1, (8, 5)), (1, (2, 3)), (1, (257, 33)), (1, (8, 5, 7)), (1, (3, 4, 1)),
              (2, (4, 5, 3, 6)), (2, (2, 3, 1, 1)), (2, (16, 8, 13, 11)), (2, (3, 2, 1, 129))]
+LARGE = [(1, (512, 200)), (1, (32, 64, 50)), (2, (16, 32, 16, 16))]    # past the kernels'
+                                                                       # threads threshold (65536)
 OPTIONS = [dict(), dict(momentum=None), dict(momentum=0.0), dict(momentum=1.0),
            dict(affine=False), dict(bias=False), dict(track_running_stats=False),
            dict(eps=1e-3, momentum=0.3)]
@@ -287,8 +289,11 @@ def assert_same_state(a, b, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind, shape", BN_SHAPES, ids=str)
-@pytest.mark.parametrize("options", OPTIONS, ids=str)
+@pytest.mark.parametrize("kind, shape, options", [
+    pytest.param(kind, shape, options, id=f"{kind}-{shape}-{options}")
+    for kind, shape in BN_SHAPES for options in OPTIONS] + [
+    pytest.param(kind, shape, options, id=f"{kind}-{shape}-{options}")
+    for kind, shape in LARGE for options in (dict(), dict(momentum=None))])
 def test_batchnorm_matches_nn_batchnorm_over_several_steps(dtype, kind, shape, options):
     C = shape[1]
     a, b = pair(kind, C, dtype, **options)
@@ -455,8 +460,10 @@ def test_batch_norm_function_refusals_name_the_argument():
          lambda: f(x, None, None)),
         (ValueError, r"momentum must be in \[0.0, 1.0\], got 1.5",
          lambda: f(x, c.clone(), c.clone(), training=True, momentum=1.5)),
-        (ValueError, r"eps must be in \(0.0",
+        (ValueError, r"eps must be a finite number > 0.0, got 0.0",
          lambda: f(x, c.clone(), c.clone(), eps=0.0)),
+        (ValueError, r"eps must be a finite number > 0.0, got inf",
+         lambda: f(x, c.clone(), c.clone(), eps=float("inf"))),
         (TypeError, "eps must be a real number",
          lambda: f(x, c.clone(), c.clone(), eps=None)),
         (TypeError, "bias is torch.float64 but input is torch.float32",

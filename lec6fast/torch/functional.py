@@ -7,6 +7,7 @@ updated in place (running statistics) must already be contiguous.  Each backward
 differentiating a backward again (double backward) raises RuntimeError.
 """
 
+import math
 import numbers
 import threading
 
@@ -41,15 +42,16 @@ def check_tensor(fn, name, t, *, dtype=None):
         raise ValueError(f"{fn}: {name} must be a dense (strided) tensor, got layout {t.layout}")
 
 
-def check_real(fn, name, value, lo, hi, *, lo_open=False):
-    """A real number (not bool) in [lo, hi] (or (lo, hi] with lo_open), as a float."""
+def check_real(fn, name, value, lo, hi):
+    """A real number (not bool) as a float: in [lo, hi], or, with hi None, finite and > lo."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {value!r} "
                         f"({type(value).__name__})")
     v = float(value)
-    if not ((lo < v if lo_open else lo <= v) and v <= hi):
-        raise ValueError(f"{fn}: {name} must be in {'(' if lo_open else '['}{lo}, {hi}], "
-                         f"got {value!r}")
+    if hi is None and not (v > lo and math.isfinite(v)):
+        raise ValueError(f"{fn}: {name} must be a finite number > {lo}, got {value!r}")
+    if hi is not None and not lo <= v <= hi:
+        raise ValueError(f"{fn}: {name} must be in [{lo}, {hi}], got {value!r}")
     return v
 
 
@@ -261,7 +263,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise TypeError(f"{fn}: training must be a bool, got {training!r}")
     training = bool(training)
     momentum = check_real(fn, "momentum", momentum, 0.0, 1.0)
-    eps = check_real(fn, "eps", eps, 0.0, np.finfo(np.float64).max, lo_open=True)
+    eps = check_real(fn, "eps", eps, 0.0, None)
     params = [_checked_parameter(fn, name, t, input) for name, t in (
         ("weight", weight), ("bias", bias), ("running_mean", running_mean),
         ("running_var", running_var))]
