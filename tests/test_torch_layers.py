@@ -478,6 +478,22 @@ def test_batch_norm_function_refusals_name_the_argument():
             call()
 
 
+def test_models_with_the_layers_copy_and_save():
+    import copy
+    import io
+    torch.manual_seed(90)
+    model = nn.Sequential(lt.BatchNorm2d(3), lt.Dropout(0.3), nn.Flatten(), lt.BatchNorm1d(48))
+    x = randn((5, 3, 4, 4), torch.float32, seed=91)
+    model(x)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    for other in (copy.deepcopy(model), torch.load(buf, weights_only=False)):
+        model.eval(), other.eval()
+        assert type(other[0]) is lt.BatchNorm2d and type(other[1]) is lt.Dropout
+        assert torch.equal(other(x), model(x))
+
+
 def test_the_public_names():
     assert {"Dropout", "BatchNorm1d", "BatchNorm2d", "functional"} <= set(lt.__all__)
     assert set(lt.functional.__all__) == {"dropout", "batch_norm"}
