@@ -222,3 +222,20 @@ def model(rows, markdown=False):
               if "gbps" in r else "-"] for r in rows]
     return lines + _under(cells, ["model", "what", "time", "against", "ratio", "GB/s (RMW)"],
                           markdown)
+
+
+def torch_layers(rows, markdown=False):
+    """The torch-layers section (lec6fast.bench.torch_layers.run's rows; None: no torch)."""
+    if rows is None:
+        return ["", "Torch layers: skipped (torch is not installed, or --no-torch)"]
+    lines = [""] + wrap(
+        f"Torch layers: lec6fast.torch's layers against torch.nn's, float32, training: one "
+        f"forward + backward (input and parameter gradients), batches interleaved, both on "
+        f"{rows[0]['threads'] if rows else '-'} threads; ratio = lec6fast / torch (below 1 is "
+        f"faster). Saved mask: the bytes dropout keeps for its backward.")
+    cells = [[r["case"], "x".join(map(str, r["shape"])), time(r["seconds"]),
+              time(r["against_s"]), f"{r['ratio']:.2f}",
+              f"{r['mask_bytes']:,} / {r['against_mask_bytes']:,}" if "mask_bytes" in r else "-"]
+             for r in rows]
+    return lines + _under(cells, ["layer", "shape", "lec6fast.torch", "torch.nn", "ratio",
+                                  "saved mask (lt / nn)"], markdown)
