@@ -18,6 +18,17 @@ from libc.math cimport fabs
 
 cnp.import_array()
 
+# No kernel here is split across the thread pool: they run serially, on the caller's thread
+# (the dot products' order, hence every iterate, is then one fixed sequence on any machine).
+_PARALLEL_MIN = {}
+
+
+def _get_parallel_min(name=None, dtype=None):
+    """lec6fast._config asks every family; this one has no thresholds."""
+    if name is None:
+        return 0
+    raise KeyError(name)
+
 
 cdef str dtype_name(object a):
     return a.dtype.str if a.dtype.byteorder not in "=|" else str(a.dtype)

@@ -107,11 +107,10 @@ def run_torch(problem):
     opt.step(closure)
     wall = time.perf_counter() - t0
     state = opt.state[opt._params[0]]
-    with torch.enable_grad():
-        pc = p.detach().clone().requires_grad_(True)
-        loss = f(pc)
-        loss.backward()
-    return dict(nit=int(state["n_iter"]), nfev=int(state["func_evals"]), f=float(loss),
+    pc = p.detach().clone().requires_grad_(True)
+    loss = f(pc)
+    loss.backward()
+    return dict(nit=int(state["n_iter"]), nfev=int(state["func_evals"]), f=loss.item(),
                 gnorm=float(pc.grad.abs().max()), wall_s=wall, solver_s=wall - inside[0],
                 x=p.detach().numpy().copy())
 
@@ -155,19 +154,6 @@ def run(*, repeat=5, use_torch=True, problems=None, progress=None):
     return rows
 
 
-def report(rows, markdown=False):
-    from lec6fast.bench.report import _under, time as fmt, wrap
-    lines = [""] + wrap(
-        "L-BFGS: lec6fast.optim.lbfgs against scipy's L-BFGS-B and torch.optim.LBFGS "
-        "(strong_wolfe), float64, gtol=1e-5, m=10; 'solver' = wall time minus the time inside "
-        "the objective; ratio = that solver time / lec6fast's, from the same interleaved rounds "
-        "(medians; rosenbrock1000 and softmax are timed over several rounds).")
-    cells = [[r["problem"], r["solver"], str(r["nit"]), str(r["nfev"]), f"{r['f']:.6g}",
-              f"{r['gnorm']:.1e}", fmt(r["wall_s"]), fmt(r["solver_s"]),
-              f"{r['ratio']:.2f}" if "ratio" in r else "-"] for r in rows]
-    return lines + _under(cells, ["problem", "solver", "nit", "nfev", "final f", "|g|inf",
-                                  "wall", "solver", "ratio"], markdown)
-
-
 if __name__ == "__main__":
-    print("\n".join(report(run(progress=print), markdown=True)))
+    from lec6fast.bench import report
+    print("\n".join(report.lbfgs(run(progress=print), markdown=True)))

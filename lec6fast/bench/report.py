@@ -222,3 +222,17 @@ def model(rows, markdown=False):
               if "gbps" in r else "-"] for r in rows]
     return lines + _under(cells, ["model", "what", "time", "against", "ratio", "GB/s (RMW)"],
                           markdown)
+
+
+def lbfgs(rows, markdown=False):
+    """The lbfgs section (lec6fast.bench.lbfgs.run's rows)."""
+    lines = [""] + wrap(
+        "L-BFGS: lec6fast.optim.lbfgs against scipy's L-BFGS-B and torch.optim.LBFGS "
+        "(strong_wolfe), float64, gtol=1e-5, m=10; 'solver' = wall time minus the time inside "
+        "the objective; ratio = that solver time / lec6fast's, from the same interleaved rounds "
+        "(medians; rosenbrock1000 and softmax are timed over several rounds).")
+    cells = [[r["problem"], r["solver"], str(r["nit"]), str(r["nfev"]), f"{r['f']:.6g}",
+              f"{r['gnorm']:.1e}", time(r["wall_s"]), time(r["solver_s"]),
+              f"{r['ratio']:.2f}" if "ratio" in r else "-"] for r in rows]
+    return lines + _under(cells, ["problem", "solver", "nit", "nfev", "final f", "|g|inf",
+                                  "wall", "solver", "ratio"], markdown)
