@@ -116,13 +116,14 @@ def run_torch(problem):
 
 
 SOLVERS = {"lec6fast": run_ours, "scipy L-BFGS-B": run_scipy, "torch LBFGS": run_torch}
-TIMED = ("rosenbrock1000", "softmax (digits)")     # the problems timed (and run by torch)
+TIMED = ("rosenbrock1000", "softmax (digits)")     # the issue's timed problems (torch runs them)
 
 
 def run(*, repeat=5, use_torch=True, problems=None, progress=None):
-    """Rows {problem, solver, nit, nfev, f, gnorm, wall_s, solver_s, [ratio]}: medians over
-    `repeat` interleaved rounds for the timed problems, one round for the others; ratio is the
-    solver's own time over lec6fast's, from the same rounds."""
+    """Rows {problem, solver, nit, nfev, f, gnorm, wall_s, solver_s, [err], [ratio]}: times are
+    medians over `repeat` interleaved rounds (each round runs every solver once); err is
+    max|x - x*| where x* is known; ratio is the solver's own time over lec6fast's.  torch runs
+    the TIMED problems only (the ones with torch objectives)."""
     note = progress or (lambda what: None)
     rows = []
     for problem in problems or P.all_problems():
@@ -132,7 +133,7 @@ def run(*, repeat=5, use_torch=True, problems=None, progress=None):
             names = [s for s in names if s != "torch LBFGS"]
         note(f"lbfgs: {problem.name}: " + ", ".join(names))
         runs = {s: [] for s in names}
-        for _ in range(repeat if timed else 1):
+        for _ in range(repeat):
             for s in names:
                 out = SOLVERS[s](problem)
                 if out is not None:
