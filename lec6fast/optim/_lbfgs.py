@@ -97,6 +97,8 @@ def checked_value(fn, f, where):
 def checked_gradient(fn, g, shape, dtype, where):
     """fun's gradient, C-contiguous, of x's shape and dtype; ValueError naming what differs."""
     if type(g) is not np.ndarray or g.dtype != dtype or g.shape != shape:
+        if shape == () and isinstance(g, np.generic):
+            g = np.asarray(g)           # NumPy hands back scalars from 0-d arithmetic
         if not isinstance(g, np.ndarray):
             raise ValueError(f"{fn}: fun must return (f, g) with g a numpy.ndarray shaped like x "
                              f"({shape}, {dtype}); got g of type {type(g).__name__} {where}")
