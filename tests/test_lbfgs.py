@@ -408,7 +408,8 @@ def test_newton_on_rosenbrock_and_indefinite_hessians():
 
     def hess_h(x):
         a, b = x
-        return np.array([[12 * a * a + 4 * b - 42, 4 * (a + b)], [4 * (a + b), 4 * a + 12 * b * b - 26]])
+        return np.array([[12 * a * a + 4 * b - 42, 4 * (a + b)],
+                         [4 * (a + b), 4 * a + 12 * b * b - 26]])
     r = optim.newton(p.fun, np.array([-0.27, -0.92]), hess=hess_h)   # near the local maximum
     assert r.success and r.fun <= 1e-12
 

@@ -196,7 +196,7 @@ class _Solver:
         if self.ginf <= gtol:
             return "gtol", 0
         nit = 0
-        x_s, xt_s, d, n = self.x, self.xt, self.d, self.n
+        d = self.d
         fg = [0.0, None]                # the last trial's value and gradient
         step_to, dot = _lbfgs.step_to, _lbfgs.dot
 

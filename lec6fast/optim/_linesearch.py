@@ -148,7 +148,7 @@ def more_thuente(phi, f0, g0, stp, *, c1=1e-4, c2=0.9, stpmax=1e10, maxls=20):
         else:
             stmin, stmax = nxt + XTRAPL * (nxt - stx), nxt + XTRAPU * (nxt - stx)
         nxt = max(0.0, min(stpmax, nxt))
-        if (brackt and (nxt <= stmin or nxt >= stmax)) or (brackt and stmax - stmin <= XTOL * stmax):
+        if brackt and (nxt <= stmin or nxt >= stmax or stmax - stmin <= XTOL * stmax):
             nxt = stx
         if nxt >= bad:          # never again as far as a non-finite point
             nxt = stx + 0.5 * (bad - stx)
