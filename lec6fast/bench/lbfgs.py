@@ -8,7 +8,8 @@ runs of the solvers alternate (repeat rounds, each running every solver once), s
 the machine's state; the table gives the medians.  The solver's own time is the wall time minus
 the time spent inside the objective (timed by a wrapper around it): on cheap objectives that
 overhead is what users wait for.  torch minimizes torch versions of the objectives (autograd for
-the gradient) where there are some (Rosenbrock, softmax regression).
+the gradient) where there are some (Rosenbrock, softmax regression), and the NumPy objective
+(on the tensor's memory, its gradient copied into .grad) elsewhere.
 """
 
 import statistics
@@ -65,7 +66,8 @@ def run_scipy(problem):
 
 
 def torch_objective(torch, problem):
-    """The problem's objective in torch operations (float64), or None."""
+    """The problem's objective in torch operations (float64), or None: then torch minimizes
+    the NumPy objective, called on the parameter tensor's memory."""
     if problem.name.startswith("rosenbrock"):
         def f(x):
             a, b = x[:-1], x[1:]
@@ -89,8 +91,6 @@ def run_torch(problem):
     except Exception:
         return None
     f = torch_objective(torch, problem)
-    if f is None:
-        return None
     p = torch.tensor(np.asarray(problem.x0, np.float64), requires_grad=True)
     opt = torch.optim.LBFGS([p], lr=1, max_iter=15000, max_eval=15000, tolerance_grad=GTOL,
                             tolerance_change=0.0, history_size=M, line_search_fn="strong_wolfe")
@@ -98,39 +98,37 @@ def run_torch(problem):
 
     def closure():
         t0 = time.perf_counter()
-        opt.zero_grad()
-        loss = f(p)
-        loss.backward()
+        if f is None:       # the NumPy objective on the tensor's memory; its gradient copied in
+            value, g = problem.fun(p.detach().numpy())
+            p.grad = torch.from_numpy(np.array(g, np.float64))
+            loss = value
+        else:
+            opt.zero_grad()
+            loss = f(p)
+            loss.backward()
         inside[0] += time.perf_counter() - t0
         return loss
     t0 = time.perf_counter()
     opt.step(closure)
     wall = time.perf_counter() - t0
     state = opt.state[opt._params[0]]
-    pc = p.detach().clone().requires_grad_(True)
-    loss = f(pc)
-    loss.backward()
-    return dict(nit=int(state["n_iter"]), nfev=int(state["func_evals"]), f=loss.item(),
-                gnorm=float(pc.grad.abs().max()), wall_s=wall, solver_s=wall - inside[0],
+    value, g = problem.fun(p.detach().numpy().copy())
+    return dict(nit=int(state["n_iter"]), nfev=int(state["func_evals"]), f=float(value),
+                gnorm=float(np.abs(g).max()), wall_s=wall, solver_s=wall - inside[0],
                 x=p.detach().numpy().copy())
 
 
 SOLVERS = {"lec6fast": run_ours, "scipy L-BFGS-B": run_scipy, "torch LBFGS": run_torch}
-TIMED = ("rosenbrock1000", "softmax (digits)")     # the issue's timed problems (torch runs them)
 
 
 def run(*, repeat=5, use_torch=True, problems=None, progress=None):
     """Rows {problem, solver, nit, nfev, f, gnorm, wall_s, solver_s, [err], [ratio]}: times are
     medians over `repeat` interleaved rounds (each round runs every solver once); err is
-    max|x - x*| where x* is known; ratio is the solver's own time over lec6fast's.  torch runs
-    the TIMED problems only (the ones with torch objectives)."""
+    max|x - x*| where x* is known; ratio is the solver's own time over lec6fast's."""
     note = progress or (lambda what: None)
     rows = []
     for problem in problems or P.all_problems():
-        timed = problem.name in TIMED
         names = [s for s in SOLVERS if use_torch or s != "torch LBFGS"]
-        if not timed:
-            names = [s for s in names if s != "torch LBFGS"]
         note(f"lbfgs: {problem.name}: " + ", ".join(names))
         runs = {s: [] for s in names}
         for _ in range(repeat):
@@ -144,7 +142,7 @@ def run(*, repeat=5, use_torch=True, problems=None, progress=None):
                 continue
             last = runs[s][-1]
             row = dict(problem=problem.name, solver=s, nit=last["nit"], nfev=last["nfev"],
-                       f=last["f"], gnorm=last["gnorm"], timed=timed,
+                       f=last["f"], gnorm=last["gnorm"],
                        wall_s=statistics.median(r["wall_s"] for r in runs[s]),
                        solver_s=statistics.median(r["solver_s"] for r in runs[s]))
             if problem.xstar is not None:
