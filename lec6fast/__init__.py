@@ -39,6 +39,7 @@ batchnorm_backward = _batchnorm.batchnorm_backward
 from ._dropout_mask import DropoutMask
 from ._batchnorm_cache import BatchNormCache
 from . import optim, schedules
+from ._gradcheck import check_grad
 
 
 def show_config(file=None):
@@ -51,5 +52,5 @@ __all__ = [
     *(rule.kernel for rule in _RULES.values()), "average_", "optim", "schedules",
     "dropout_forward", "dropout_backward", "DropoutMask",
     "batchnorm_forward", "batchnorm_backward", "BatchNormCache",
-    "set_num_threads", "get_num_threads", "show_config", "__version__",
+    "set_num_threads", "get_num_threads", "show_config", "check_grad", "__version__",
 ]

@@ -5,5 +5,5 @@ The one list of them: setup.py reads this file (and refuses a src/*.pyx that is 
 lec6fast._dispatch imports it.
 """
 
-FAMILIES = ("_updates", "_dropout", "_batchnorm")
+FAMILIES = ("_updates", "_dropout", "_batchnorm", "_lbfgs")
 HELPERS = ("_runtime",)

@@ -12,7 +12,7 @@ import sys
 import time
 
 import lec6fast
-from .bench import cases, contention, model, report, run, torch_layers
+from .bench import cases, contention, lbfgs, model, report, run, torch_layers
 from .bench.timing import thread_count
 
 
@@ -72,7 +72,7 @@ _positive_int = _positive(int, "an integer")
 _positive_float = _positive(float, "a number")
 
 
-SECTIONS = ("kernels", "contention", "model", "torch-layers")
+SECTIONS = ("kernels", "contention", "model", "torch-layers", "lbfgs")
 
 
 def _choices(allowed):
@@ -128,7 +128,11 @@ def build_parser():
                         "torch.optim.Adam and the NumPy reference; see lec6fast/bench/model.py) "
                         "and/or torch-layers (lec6fast.torch's Dropout and BatchNorm1d/2d against "
                         "torch.nn's, forward + backward; skipped without torch or with "
-                        "--no-torch); default: all four")
+                        "--no-torch) "
+                        "and/or lbfgs (lec6fast.optim.lbfgs against scipy's L-BFGS-B and "
+                        "torch.optim.LBFGS per problem: iterations, evaluations, final f, "
+                        "gradient norm, wall and solver time; see lec6fast/bench/lbfgs.py); "
+                        "default: all five")
     b.add_argument("--scenarios", type=_choices(contention.SCENARIOS),
                    default=list(contention.SCENARIOS), metavar="S,S,...",
                    help=f"contention scenarios, a subset of {','.join(contention.SCENARIOS)} "
@@ -198,6 +202,10 @@ def bench(args):
         result["torch_layers"] = None if args.no_torch else torch_layers.run(
             threads=threads, repeat=max(3, 2 * args.repeat + 1),
             batch_time=10 * args.batch_time, progress=step)
+    if "lbfgs" in args.sections:
+        step = None if args.quiet else (lambda what: print(what, file=sys.stderr))
+        result["lbfgs"] = lbfgs.run(repeat=max(3, args.repeat // 2 + 1),
+                                    use_torch=not args.no_torch, progress=step)
     result["wall_time_s"] = time.perf_counter() - t0
     if args.json:
         json.dump(result, out, indent=2)
@@ -210,5 +218,7 @@ def bench(args):
             lines += report.model(result["model"])
         if "torch-layers" in args.sections:
             lines += report.torch_layers(result["torch_layers"])
+        if "lbfgs" in args.sections:
+            lines += report.lbfgs(result["lbfgs"])
         print("\n".join(lines), file=out)
     return 0

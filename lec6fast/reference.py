@@ -348,3 +348,25 @@ class Adam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, *, beta1=None, beta2=None, eps=None, **kw):
         super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, **kw)
+
+
+# ---------------------------------------------------------------- L-BFGS (lec6fast.optim.lbfgs)
+
+def two_loop(S, Y, rho, alpha, newest, count, g, d, gamma):
+    """The L-BFGS direction d = -H g by the two-loop recursion (Nocedal & Wright, Algorithm
+    7.4), over the `count` newest pairs of the ring S, Y ((k, n) arrays; the newest in row
+    `newest`, older ones in the rows before it, modulo k), rho[i] = 1 / (s_i'y_i), H0 = gamma*I.
+    Writes d (and alpha); returns g'd.  Dot products in float64, vectors in g's dtype."""
+    k = S.shape[0]
+    rows = [(newest - j) % k for j in range(count)]         # newest first
+    dt = g.dtype.type
+    q = g.copy()
+    for i in rows:
+        alpha[i] = rho[i] * np.dot(S[i].astype(np.float64), q.astype(np.float64))
+        q = q - dt(alpha[i]) * Y[i]
+    r = dt(gamma) * q
+    for i in reversed(rows):
+        beta = rho[i] * np.dot(Y[i].astype(np.float64), r.astype(np.float64))
+        r = r + dt(alpha[i] - beta) * S[i]
+    d[...] = -r
+    return float(np.dot(g.astype(np.float64), d.astype(np.float64)))

@@ -239,3 +239,18 @@ def torch_layers(rows, markdown=False):
              for r in rows]
     return lines + _under(cells, ["layer", "shape", "lec6fast.torch", "torch.nn", "ratio",
                                   "saved mask (lt / nn)"], markdown)
+
+
+def lbfgs(rows, markdown=False):
+    """The lbfgs section (lec6fast.bench.lbfgs.run's rows)."""
+    lines = [""] + wrap(
+        "L-BFGS: lec6fast.optim.lbfgs against scipy's L-BFGS-B and torch.optim.LBFGS "
+        "(strong_wolfe), float64, gtol=1e-5, m=10; 'solver' = wall time minus the time inside "
+        "the objective; ratio = that solver time / lec6fast's, from the same interleaved rounds "
+        "(medians). scipy's time includes its BLAS calls: set OPENBLAS_NUM_THREADS=1 to see it "
+        "without the BLAS thread pool (which costs it much on a busy machine).")
+    cells = [[r["problem"], r["solver"], str(r["nit"]), str(r["nfev"]), f"{r['f']:.6g}",
+              f"{r['gnorm']:.1e}", time(r["wall_s"]), time(r["solver_s"]),
+              f"{r['ratio']:.2f}" if "ratio" in r else "-"] for r in rows]
+    return lines + _under(cells, ["problem", "solver", "nit", "nfev", "final f", "max abs g",
+                                  "wall", "solver", "ratio"], markdown)

@@ -27,10 +27,17 @@ the 1-based step about to be taken).  A step's order: every hyperparameter (sche
 then the gradients collected, then every array checked, then one call that releases the GIL
 once and splits the whole model by bytes across the threads; a refused step changes nothing.
 
+Full-batch second-order methods (their docstrings give the equations): lbfgs(fun, x0, ...) and
+newton(fun, x0, *, hess, ...) minimize fun(x) -> (f, g) and return an OptimizeResult;
+LBFGS(params, history=10).step(closure) runs L-BFGS over a model's parameters.
+
 opt.t, opt.lr, opt.param_groups (hyperparameters editable between steps), opt.ema_params,
 opt.last_grad_norm, opt.state_dict() / load_state_dict(sd), opt.save(path) / load(path).
 """
 
 from ._optimizer import Optimizer, SGD, Momentum, Nesterov, AdaGrad, RMSProp, Adam
+from ._lbfgs import lbfgs, LBFGS, OptimizeResult
+from ._newton import newton
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam",
+           "lbfgs", "LBFGS", "newton", "OptimizeResult"]
