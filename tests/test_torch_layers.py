@@ -391,11 +391,28 @@ def test_batchnorm_eval_on_an_empty_batch_and_refusals_in_training():
     layer.train()
     with pytest.raises(ValueError, match=r"expected more than 1 value per channel.*\(1, 3\)"):
         layer(torch.ones(1, 3))
-    with pytest.raises(ValueError, match=r"no values to compute batch statistics"):
-        layer(torch.empty(0, 3))
     # nn.BatchNorm refuses the same single-value batch
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         nn.BatchNorm1d(3)(torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("kind, shape", [(1, (0, 3)), (1, (2, 3, 0)), (1, (0, 3, 4)),
+                                         (2, (0, 3, 2, 2)), (2, (2, 3, 0, 4))], ids=str)
+@pytest.mark.parametrize("options", [dict(), dict(momentum=None), dict(affine=False),
+                                     dict(track_running_stats=False)], ids=str)
+def test_batchnorm_trains_on_an_empty_batch_as_nn_batchnorm(kind, shape, options):
+    # nn.BatchNorm returns an empty output connected to weight and bias (zero gradients) and
+    # leaves the running statistics alone (an empty batch in a detection head, say)
+    a, b = pair(kind, 3, torch.float64, **options)
+    x, dout = torch.empty(shape, dtype=torch.float64), torch.empty(shape, dtype=torch.float64)
+    for _ in range(2):
+        ours, ref = step(a, x, dout), step(b, x, dout)
+        for got, want in zip(ours, ref):
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert got.shape == want.shape and torch.equal(got, want)
+        assert_same_state(a, b, torch.float64)
+    assert lt.functional.batch_norm(torch.empty(0, 3), None, None, training=True).shape == (0, 3)
 
 
 def test_batchnorm_input_modified_before_backward_is_detected():

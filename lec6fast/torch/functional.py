@@ -247,8 +247,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     (torch's momentum: it weights the NEW statistic, and the running variance is unbiased;
     lec6fast.batchnorm_forward's lecture convention is converted here.)  weight/bias None
     mean 1/0.  Statistics and arithmetic in float64, rounded once.  Training needs M > 1
-    (ValueError).  The (N, C, *S) input is viewed as (N, C, prod(S), 1) for the spatial
-    kernel, without a copy.
+    (ValueError), except on an empty input, which gives an empty output (connected to weight
+    and bias, whose gradients are then 0) and leaves the running statistics alone, as torch.
+    The (N, C, *S) input is viewed as (N, C, prod(S), 1) for the spatial kernel, without a copy.
 
     input: a CPU float32/float64 tensor (made contiguous if it is not); weight, bias and the
     running statistics of its dtype and shape (C,); the running statistics, updated in place,
@@ -283,7 +284,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{fn}: expected more than 1 value per channel when training, got "
                          f"input of shape {tuple(input.shape)}")
     if training and input.numel() == 0:
-        raise ValueError(f"{fn}: input of shape {tuple(input.shape)} has no values to compute "
-                         f"batch statistics over")
+        # torch's answer: no statistics to take, an empty output that still reaches weight and bias
+        shape = (1, -1) + (1,) * (input.ndim - 2)
+        out = input.clone(memory_format=torch.contiguous_format)
+        if weight is not None:
+            out = out * weight.view(shape)
+        if bias is not None:
+            out = out + bias.view(shape)
+        return out
     return _BatchNorm.apply(input.contiguous(), params[0], params[1], params[2], params[3],
                             training, momentum, eps)
