@@ -415,6 +415,30 @@ def test_batchnorm_trains_on_an_empty_batch_as_nn_batchnorm(kind, shape, options
     assert lt.functional.batch_norm(torch.empty(0, 3), None, None, training=True).shape == (0, 3)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_reads_non_contiguous_weight_bias_and_statistics_as_nn(training):
+    # weight and bias are only read (and the running statistics in eval): any strides, as
+    # torch.nn.functional.batch_norm takes them
+    x = randn((8, 3, 5), torch.float64, seed=85, loc=1.0)
+    wbase = randn((6,), torch.float64, seed=86, loc=1.0).requires_grad_()
+    b = torch.tensor(0.5, dtype=torch.float64).expand(3)
+    rm = randn((9,), torch.float64, seed=87)[::3]
+    rv = randn((9,), torch.float64, seed=88).abs()[::3] + 0.5
+    if training:
+        rm, rv = rm.contiguous(), rv.contiguous()
+    outs, grads, stats = [], [], []
+    for f in (lt.functional.batch_norm, nn.functional.batch_norm):
+        m, v = rm.clone(), rv.clone()
+        out = f(x, m, v, wbase[::2], b, training, 0.1, 1e-5)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * x).sum(), wbase)[0])
+        stats.append((m, v))
+    close(outs[0], outs[1], torch.float64)
+    close(grads[0], grads[1], torch.float64)
+    for got, want in zip(*stats):
+        close(got, want, torch.float64)
+
+
 def test_batchnorm_input_modified_before_backward_is_detected():
     x = randn((8, 3), torch.float32).requires_grad_()
     y = x * 1.0

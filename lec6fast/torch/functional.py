@@ -166,8 +166,9 @@ class _BatchNorm(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         xa = _as_kernel_shape(_view(x))
         C = x.shape[1]
-        gamma = np.ones(C, xa.dtype) if weight is None else _view(weight)
-        beta = np.zeros(C, xa.dtype) if bias is None else _view(bias)
+        # weight, bias (and the running statistics in eval) are only read: any strides
+        gamma = np.ones(C, xa.dtype) if weight is None else _view(weight.contiguous())
+        beta = np.zeros(C, xa.dtype) if bias is None else _view(bias.contiguous())
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         outa = _as_kernel_shape(_view(out))
         ctx.training = training
@@ -185,9 +186,10 @@ class _BatchNorm(torch.autograd.Function):
                 _update(running_var, var.astype(np.float64) * (m / (m - 1)), momentum)
             ctx.save_for_backward(x)        # (torch's version check: x modified in place)
         else:
-            lec6fast.batchnorm_forward(xa, gamma, beta, running_mean=_view(running_mean),
-                                       running_var=_view(running_var), train=False, eps=eps,
-                                       out=outa)
+            lec6fast.batchnorm_forward(xa, gamma, beta,
+                                       running_mean=_view(running_mean.contiguous()),
+                                       running_var=_view(running_var.contiguous()),
+                                       train=False, eps=eps, out=outa)
             ctx.eps = eps
             ctx.save_for_backward(x, weight, running_mean, running_var)
         return out
@@ -252,8 +254,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     The (N, C, *S) input is viewed as (N, C, prod(S), 1) for the spatial kernel, without a copy.
 
     input: a CPU float32/float64 tensor (made contiguous if it is not); weight, bias and the
-    running statistics of its dtype and shape (C,); the running statistics, updated in place,
-    must be contiguous.  Double backward is not supported (RuntimeError).
+    running statistics of its dtype and shape (C,), any strides, except that the running
+    statistics, updated in place when training, must then be contiguous.  Double backward is
+    not supported (RuntimeError).
     """
     fn = "lec6fast.torch.functional.batch_norm"
     check_tensor(fn, "input", input)
@@ -275,7 +278,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{fn}: training=False normalizes with running_mean and running_var, "
                          f"which are None")
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
-        if t is not None and not t.is_contiguous():
+        if t is not None and training and not t.is_contiguous():
             raise ValueError(f"{fn}: {name} must be contiguous (it is updated in place)")
         if t is not None and t.requires_grad:
             raise ValueError(f"{fn}: {name} must not require grad (a buffer, not a parameter)")
