@@ -334,6 +334,28 @@ def test_batchnorm_gradcheck_float64(kind, shape, training):
     assert torch.autograd.gradcheck(layer, (x,))
 
 
+@pytest.mark.parametrize("kind, shape", [(1, (50, 7)), (1, (50, 7, 9)), (2, (6, 7, 5, 4))], ids=str)
+def test_batchnorm_eval_gradients_in_float32_are_rounded_once(kind, shape):
+    # "statistics and arithmetic in float64, rounded once": each float32 gradient is the exact
+    # value correctly rounded, within half a float32 ulp of the float64 computation
+    C = shape[1]
+    x = randn(shape, torch.float32, seed=65, loc=0.5).requires_grad_()
+    w = randn((C,), torch.float32, seed=66, loc=1.0).requires_grad_()
+    b = randn((C,), torch.float32, seed=67).requires_grad_()
+    rm, rv = randn((C,), torch.float32, seed=68), randn((C,), torch.float32, seed=69).abs() + 0.3
+    dout = randn(shape, torch.float32, seed=70)
+    out = lt.functional.batch_norm(x, rm, rv, w, b, False, 0.1, 1e-5)
+    dx, dw, db = torch.autograd.grad(out, (x, w, b), dout)
+    view = (1, C) + (1,) * (len(shape) - 2)
+    dims = [0] + list(range(2, len(shape)))
+    inv_std = 1.0 / torch.sqrt(rv.double() + 1e-5)
+    xhat = (x.detach().double() - rm.double().view(view)) * inv_std.view(view)
+    for got, exact in ((dx, dout.double() * (w.detach().double() * inv_std).view(view)),
+                       (dw, (dout.double() * xhat).sum(dims)), (db, dout.double().sum(dims))):
+        half_ulp = (torch.nextafter(got.abs(), torch.tensor(math.inf)) - got.abs()).double() / 2
+        assert ((got.double() - exact).abs() <= half_ulp).all()
+
+
 def test_batchnorm_state_dicts_load_both_ways():
     for kind, shape in [(1, (8, 5)), (1, (8, 5, 3)), (2, (4, 5, 3, 3))]:
         for momentum in (0.1, None):

@@ -211,7 +211,7 @@ class _BatchNorm(torch.autograd.Function):
             dims = [0] + list(range(2, x.ndim))
             s = torch.rsqrt(rv.double() + ctx.eps)
             scale = s if weight is None else s * weight.double()
-            dx = (dout * scale.to(dout.dtype).view(shape))
+            dx = (dout.double() * scale.view(shape)).to(dout.dtype)
             dgamma = dbeta = None
             if ctx.needs_input_grad[1]:
                 xhat = (x.double() - rm.double().view(shape)) * s.view(shape)
