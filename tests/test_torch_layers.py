@@ -356,6 +356,21 @@ def test_batchnorm_eval_gradients_in_float32_are_rounded_once(kind, shape):
         assert ((got.double() - exact).abs() <= half_ulp).all()
 
 
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0])
+def test_batchnorm_float32_running_statistics_within_their_stated_ulps(momentum):
+    # the running mean is rounded once (0.5 ulp); the running variance starts from the batch
+    # variance the kernel rounds to float32, so two roundings: 1.5 ulps
+    x = randn((33, 64), torch.float32, seed=71, loc=1.0) * 3
+    rm0, rv0 = randn((64,), torch.float32, seed=72), randn((64,), torch.float32, seed=73).abs()
+    rm, rv = rm0.clone(), rv0.clone()
+    lt.functional.batch_norm(x, rm, rv, None, None, True, momentum, 1e-5)
+    xd = x.double()
+    for got, exact, ulps in ((rm, (1 - momentum) * rm0.double() + momentum * xd.mean(0), 0.5),
+                             (rv, (1 - momentum) * rv0.double() + momentum * xd.var(0), 1.5)):
+        ulp = (torch.nextafter(got.abs(), torch.tensor(math.inf)) - got.abs()).double()
+        assert ((got.double() - exact).abs() <= ulps * ulp).all()
+
+
 def test_batchnorm_state_dicts_load_both_ways():
     for kind, shape in [(1, (8, 5)), (1, (8, 5, 3)), (2, (4, 5, 3, 3))]:
         for momentum in (0.1, None):

@@ -248,7 +248,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
     (torch's momentum: it weights the NEW statistic, and the running variance is unbiased;
     lec6fast.batchnorm_forward's lecture convention is converted here.)  weight/bias None
-    mean 1/0.  Statistics and arithmetic in float64, rounded once.  Training needs M > 1
+    mean 1/0.  Statistics and arithmetic in float64, rounded once, except that the running
+    variance's update starts from the batch variance as the kernel hands it over, rounded to
+    input's dtype (so it is within 1.5 ulps, not 0.5).  Training needs M > 1
     (ValueError), except on an empty input, which gives an empty output (connected to weight
     and bias, whose gradients are then 0) and leaves the running statistics alone, as torch.
     The (N, C, *S) input is viewed as (N, C, prod(S), 1) for the spatial kernel, without a copy.
