@@ -334,6 +334,43 @@ def test_batchnorm_gradcheck_float64(kind, shape, training):
     assert torch.autograd.gradcheck(layer, (x,))
 
 
+@pytest.mark.parametrize("kind, shape", [(1, (50, 7)), (1, (50, 7, 9)), (2, (6, 7, 5, 4))], ids=str)
+def test_batchnorm_eval_gradients_in_float32_are_rounded_once(kind, shape):
+    # "statistics and arithmetic in float64, rounded once": each float32 gradient is the exact
+    # value correctly rounded, within half a float32 ulp of the float64 computation
+    C = shape[1]
+    x = randn(shape, torch.float32, seed=65, loc=0.5).requires_grad_()
+    w = randn((C,), torch.float32, seed=66, loc=1.0).requires_grad_()
+    b = randn((C,), torch.float32, seed=67).requires_grad_()
+    rm, rv = randn((C,), torch.float32, seed=68), randn((C,), torch.float32, seed=69).abs() + 0.3
+    dout = randn(shape, torch.float32, seed=70)
+    out = lt.functional.batch_norm(x, rm, rv, w, b, False, 0.1, 1e-5)
+    dx, dw, db = torch.autograd.grad(out, (x, w, b), dout)
+    view = (1, C) + (1,) * (len(shape) - 2)
+    dims = [0] + list(range(2, len(shape)))
+    inv_std = 1.0 / torch.sqrt(rv.double() + 1e-5)
+    xhat = (x.detach().double() - rm.double().view(view)) * inv_std.view(view)
+    for got, exact in ((dx, dout.double() * (w.detach().double() * inv_std).view(view)),
+                       (dw, (dout.double() * xhat).sum(dims)), (db, dout.double().sum(dims))):
+        half_ulp = (torch.nextafter(got.abs(), torch.tensor(math.inf)) - got.abs()).double() / 2
+        assert ((got.double() - exact).abs() <= half_ulp).all()
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0])
+def test_batchnorm_float32_running_statistics_within_their_stated_ulps(momentum):
+    # the running mean is rounded once (0.5 ulp); the running variance starts from the batch
+    # variance the kernel rounds to float32, so two roundings: 1.5 ulps
+    x = randn((33, 64), torch.float32, seed=71, loc=1.0) * 3
+    rm0, rv0 = randn((64,), torch.float32, seed=72), randn((64,), torch.float32, seed=73).abs()
+    rm, rv = rm0.clone(), rv0.clone()
+    lt.functional.batch_norm(x, rm, rv, None, None, True, momentum, 1e-5)
+    xd = x.double()
+    for got, exact, ulps in ((rm, (1 - momentum) * rm0.double() + momentum * xd.mean(0), 0.5),
+                             (rv, (1 - momentum) * rv0.double() + momentum * xd.var(0), 1.5)):
+        ulp = (torch.nextafter(got.abs(), torch.tensor(math.inf)) - got.abs()).double()
+        assert ((got.double() - exact).abs() <= ulps * ulp).all()
+
+
 def test_batchnorm_state_dicts_load_both_ways():
     for kind, shape in [(1, (8, 5)), (1, (8, 5, 3)), (2, (4, 5, 3, 3))]:
         for momentum in (0.1, None):
@@ -391,11 +428,52 @@ def test_batchnorm_eval_on_an_empty_batch_and_refusals_in_training():
     layer.train()
     with pytest.raises(ValueError, match=r"expected more than 1 value per channel.*\(1, 3\)"):
         layer(torch.ones(1, 3))
-    with pytest.raises(ValueError, match=r"no values to compute batch statistics"):
-        layer(torch.empty(0, 3))
     # nn.BatchNorm refuses the same single-value batch
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         nn.BatchNorm1d(3)(torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("kind, shape", [(1, (0, 3)), (1, (2, 3, 0)), (1, (0, 3, 4)),
+                                         (2, (0, 3, 2, 2)), (2, (2, 3, 0, 4))], ids=str)
+@pytest.mark.parametrize("options", [dict(), dict(momentum=None), dict(affine=False),
+                                     dict(track_running_stats=False)], ids=str)
+def test_batchnorm_trains_on_an_empty_batch_as_nn_batchnorm(kind, shape, options):
+    # nn.BatchNorm returns an empty output connected to weight and bias (zero gradients) and
+    # leaves the running statistics alone (an empty batch in a detection head, say)
+    a, b = pair(kind, 3, torch.float64, **options)
+    x, dout = torch.empty(shape, dtype=torch.float64), torch.empty(shape, dtype=torch.float64)
+    for _ in range(2):
+        ours, ref = step(a, x, dout), step(b, x, dout)
+        for got, want in zip(ours, ref):
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert got.shape == want.shape and torch.equal(got, want)
+        assert_same_state(a, b, torch.float64)
+    assert lt.functional.batch_norm(torch.empty(0, 3), None, None, training=True).shape == (0, 3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_reads_non_contiguous_weight_bias_and_statistics_as_nn(training):
+    # weight and bias are only read (and the running statistics in eval): any strides, as
+    # torch.nn.functional.batch_norm takes them
+    x = randn((8, 3, 5), torch.float64, seed=85, loc=1.0)
+    wbase = randn((6,), torch.float64, seed=86, loc=1.0).requires_grad_()
+    b = torch.tensor(0.5, dtype=torch.float64).expand(3)
+    rm = randn((9,), torch.float64, seed=87)[::3]
+    rv = randn((9,), torch.float64, seed=88).abs()[::3] + 0.5
+    if training:
+        rm, rv = rm.contiguous(), rv.contiguous()
+    outs, grads, stats = [], [], []
+    for f in (lt.functional.batch_norm, nn.functional.batch_norm):
+        m, v = rm.clone(), rv.clone()
+        out = f(x, m, v, wbase[::2], b, training, 0.1, 1e-5)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * x).sum(), wbase)[0])
+        stats.append((m, v))
+    close(outs[0], outs[1], torch.float64)
+    close(grads[0], grads[1], torch.float64)
+    for got, want in zip(*stats):
+        close(got, want, torch.float64)
 
 
 def test_batchnorm_input_modified_before_backward_is_detected():

@@ -166,8 +166,9 @@ class _BatchNorm(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         xa = _as_kernel_shape(_view(x))
         C = x.shape[1]
-        gamma = np.ones(C, xa.dtype) if weight is None else _view(weight)
-        beta = np.zeros(C, xa.dtype) if bias is None else _view(bias)
+        # weight, bias (and the running statistics in eval) are only read: any strides
+        gamma = np.ones(C, xa.dtype) if weight is None else _view(weight.contiguous())
+        beta = np.zeros(C, xa.dtype) if bias is None else _view(bias.contiguous())
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         outa = _as_kernel_shape(_view(out))
         ctx.training = training
@@ -185,9 +186,10 @@ class _BatchNorm(torch.autograd.Function):
                 _update(running_var, var.astype(np.float64) * (m / (m - 1)), momentum)
             ctx.save_for_backward(x)        # (torch's version check: x modified in place)
         else:
-            lec6fast.batchnorm_forward(xa, gamma, beta, running_mean=_view(running_mean),
-                                       running_var=_view(running_var), train=False, eps=eps,
-                                       out=outa)
+            lec6fast.batchnorm_forward(xa, gamma, beta,
+                                       running_mean=_view(running_mean.contiguous()),
+                                       running_var=_view(running_var.contiguous()),
+                                       train=False, eps=eps, out=outa)
             ctx.eps = eps
             ctx.save_for_backward(x, weight, running_mean, running_var)
         return out
@@ -209,7 +211,7 @@ class _BatchNorm(torch.autograd.Function):
             dims = [0] + list(range(2, x.ndim))
             s = torch.rsqrt(rv.double() + ctx.eps)
             scale = s if weight is None else s * weight.double()
-            dx = (dout * scale.to(dout.dtype).view(shape))
+            dx = (dout.double() * scale.view(shape)).to(dout.dtype)
             dgamma = dbeta = None
             if ctx.needs_input_grad[1]:
                 xhat = (x.double() - rm.double().view(shape)) * s.view(shape)
@@ -246,13 +248,17 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
     (torch's momentum: it weights the NEW statistic, and the running variance is unbiased;
     lec6fast.batchnorm_forward's lecture convention is converted here.)  weight/bias None
-    mean 1/0.  Statistics and arithmetic in float64, rounded once.  Training needs M > 1
-    (ValueError).  The (N, C, *S) input is viewed as (N, C, prod(S), 1) for the spatial
-    kernel, without a copy.
+    mean 1/0.  Statistics and arithmetic in float64, rounded once, except that the running
+    variance's update starts from the batch variance as the kernel hands it over, rounded to
+    input's dtype (so it is within 1.5 ulps, not 0.5).  Training needs M > 1
+    (ValueError), except on an empty input, which gives an empty output (connected to weight
+    and bias, whose gradients are then 0) and leaves the running statistics alone, as torch.
+    The (N, C, *S) input is viewed as (N, C, prod(S), 1) for the spatial kernel, without a copy.
 
     input: a CPU float32/float64 tensor (made contiguous if it is not); weight, bias and the
-    running statistics of its dtype and shape (C,); the running statistics, updated in place,
-    must be contiguous.  Double backward is not supported (RuntimeError).
+    running statistics of its dtype and shape (C,), any strides, except that the running
+    statistics, updated in place when training, must then be contiguous.  Double backward is
+    not supported (RuntimeError).
     """
     fn = "lec6fast.torch.functional.batch_norm"
     check_tensor(fn, "input", input)
@@ -274,7 +280,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{fn}: training=False normalizes with running_mean and running_var, "
                          f"which are None")
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
-        if t is not None and not t.is_contiguous():
+        if t is not None and training and not t.is_contiguous():
             raise ValueError(f"{fn}: {name} must be contiguous (it is updated in place)")
         if t is not None and t.requires_grad:
             raise ValueError(f"{fn}: {name} must not require grad (a buffer, not a parameter)")
@@ -283,7 +289,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{fn}: expected more than 1 value per channel when training, got "
                          f"input of shape {tuple(input.shape)}")
     if training and input.numel() == 0:
-        raise ValueError(f"{fn}: input of shape {tuple(input.shape)} has no values to compute "
-                         f"batch statistics over")
+        # torch's answer: no statistics to take, an empty output that still reaches weight and bias
+        shape = (1, -1) + (1,) * (input.ndim - 2)
+        out = input.clone(memory_format=torch.contiguous_format)
+        if weight is not None:
+            out = out * weight.view(shape)
+        if bias is not None:
+            out = out + bias.view(shape)
+        return out
     return _BatchNorm.apply(input.contiguous(), params[0], params[1], params[2], params[3],
                             training, momentum, eps)
