@@ -14,4 +14,6 @@ except ImportError as e:            # pragma: no cover - exercised in a subproce
         "`pip install torch --index-url https://download.pytorch.org/whl/cpu` "
         "(lec6fast itself never needs torch)") from e
 
-__all__ = []
+from ._optim import SGD, Adam, AdamW, Adagrad, RMSprop
+
+__all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]
