@@ -12,7 +12,7 @@ import sys
 import time
 
 import lec6fast
-from .bench import cases, contention, model, report, run
+from .bench import cases, contention, model, report, run, torch_model
 from .bench.timing import thread_count
 
 
@@ -72,7 +72,7 @@ _positive_int = _positive(int, "an integer")
 _positive_float = _positive(float, "a number")
 
 
-SECTIONS = ("kernels", "contention", "model")
+SECTIONS = ("kernels", "contention", "model", "torch-model")
 
 
 def _choices(allowed):
@@ -125,8 +125,10 @@ def build_parser():
                         "where users run: after a NumPy matmul, next to a busy process, idle, "
                         "with torch's pool in the process, a whole MLP training step) and/or "
                         "model (lec6fast.optim stepping whole models against one kernel call, "
-                        "torch.optim.Adam and the NumPy reference; see lec6fast/bench/model.py); "
-                        "default: all three")
+                        "torch.optim.Adam and the NumPy reference; see lec6fast/bench/model.py) "
+                        "and/or torch-model (lec6fast.torch's optimizers against torch.optim's "
+                        "on a 100-tensor, 10M-parameter PyTorch model; skipped without torch; "
+                        "see lec6fast/bench/torch_model.py); default: all four")
     b.add_argument("--scenarios", type=_choices(contention.SCENARIOS),
                    default=list(contention.SCENARIOS), metavar="S,S,...",
                    help=f"contention scenarios, a subset of {','.join(contention.SCENARIOS)} "
@@ -191,6 +193,11 @@ def bench(args):
         result["model"] = model.run(threads=threads, use_torch=not args.no_torch,
                                     repeat=max(3, 2 * args.repeat + 1),
                                     batch_time=10 * args.batch_time, progress=step)
+    if "torch-model" in args.sections:
+        step = None if args.quiet else (lambda what: print(what, file=sys.stderr))
+        result["torch_model"] = (None if args.no_torch else
+                                 torch_model.run(threads=threads, repeat=max(3, args.repeat),
+                                                 batch_time=25 * args.batch_time, progress=step))
     result["wall_time_s"] = time.perf_counter() - t0
     if args.json:
         json.dump(result, out, indent=2)
@@ -201,5 +208,7 @@ def bench(args):
             lines += report.contention(result["contention"], threads=threads)
         if "model" in args.sections:
             lines += report.model(result["model"])
+        if "torch-model" in args.sections:
+            lines += report.torch_model(result["torch_model"])
         print("\n".join(lines), file=out)
     return 0

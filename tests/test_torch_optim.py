@@ -115,9 +115,9 @@ def run(name, kw, kind, dtype, extra, schedule=None, swap=None, steps=200):
 @pytest.mark.parametrize("name,kw,fused", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_matches_torch_over_200_steps(name, kw, fused, kind):
-    runs = [({}, torch.float32, BOUND32)] + [({"fused": True}, torch.float32, BOUND32)] * fused
-    if kind == "mlp":
-        runs.append(({}, torch.float64, BOUND64))
+    runs = [({}, torch.float32, BOUND32)]
+    if kind == "mlp":           # (the CNN against torch's default only: the suite's time)
+        runs += [({"fused": True}, torch.float32, BOUND32)] * fused + [({}, torch.float64, BOUND64)]
     for extra, dtype, bound in runs:
         if True:
             ref, mine, opt_ref, opt = run(name, kw, kind, dtype, extra)

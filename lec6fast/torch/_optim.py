@@ -201,6 +201,7 @@ class _Fused:
     def _init_state(self, p, group, state):
         """torch's lazy state of a parameter's first step (zeros); whether it was made."""
         if len(state) == 0:
+            state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
             for k in self._layout(group)[1]:
                 state[k] = self._zeros(p)
             return True
@@ -308,6 +309,7 @@ class Adagrad(_Fused, torch.optim.Adagrad):
 
     def _init_state(self, p, group, state):
         if len(state) == 0:
+            state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
             state["sum"] = self._own(torch.full_like(p, self.defaults["initial_accumulator_value"],
                                                      memory_format=torch.contiguous_format))
             return True
