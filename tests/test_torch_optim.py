@@ -241,6 +241,7 @@ def test_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="gradient .*not contiguous"):
         o.step()
     assert torch.equal(q, torch.ones(3))            # nothing was written
+    assert float(o.state[q]["step"]) == 0           # nor counted
     # named parameters name themselves
     m = nn.Linear(2, 2)
     o = lt.SGD(m.named_parameters(), lr=0.1)
@@ -258,3 +259,24 @@ def test_step_marks_parameters_modified_for_autograd():
     o.step()
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_deepcopy_and_a_second_step_from_the_copy():
+    import copy
+    torch.manual_seed(0)
+    m = nn.Linear(3, 2)
+    o = lt.RMSprop(m.parameters(), lr=1e-2, momentum=0.9, centered=True)
+    m(torch.randn(4, 3)).sum().backward()
+    o.step()
+    o3 = copy.deepcopy(o)                   # (torch's __getstate__ keeps state and groups)
+    o3.step()                               # its parameter copies have no gradients
+    m2 = copy.deepcopy(m)
+    for p, q in zip(m.parameters(), m2.parameters()):
+        q.grad = p.grad.clone()
+    o2 = lt.RMSprop(m2.parameters(), lr=1e-2, momentum=0.9, centered=True)
+    o2.load_state_dict(copy.deepcopy(o.state_dict()))
+    o.step()
+    o2.step()
+    for p, q in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+    assert float(o2.state[m2.weight]["step"]) == 2

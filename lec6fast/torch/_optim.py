@@ -120,7 +120,9 @@ class _Fused:
         if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
             raise NotImplementedError(f"{cls}: grad_scale/found_inf are not supported; let "
                                       f"GradScaler unscale the gradients (its default path)")
-        work = {}           # rule -> (params, grads, states, rows, param tensors, state keys)
+        # Everything checked and every row computed first; the state's `step` counters are
+        # advanced only once their parameters' update has run (a refusal changes nothing).
+        work = {}   # rule -> (params, grads, states, rows, param tensors, state keys, state dicts)
         for g, group in enumerate(self.param_groups):
             self._check_options(g, group)
             rule, keys = self._layout(group)
@@ -138,16 +140,20 @@ class _Fused:
                 first = self._init_state(p, group, state)
                 row = list(_ROW)
                 self._row(cls, g, group, state, first, row)
-                w = work.setdefault(rule, ([], [], [], [], [], []))
+                w = work.setdefault(rule, ([], [], [], [], [], [], []))
                 w[0].append(p.detach().numpy())
                 w[1].append(grad.detach().numpy())
                 w[2].append([self._state_tensor(cls, p, state, k, name) for k in keys])
                 w[3].append(row)
                 w[4].append(p)
                 w[5].append(keys)
-        for rule, (params, grads, states, rows, tensors, keys) in work.items():
+                w[6].append(state)
+        for rule, (params, grads, states, rows, tensors, keys, dicts) in work.items():
             plan = self._plan(rule, tensors, params, states, keys)
             plan.step(params, grads, np.array(rows, dtype=np.float64), 0.0, -1.0)
+            for state in dicts:
+                if "step" in state:
+                    state["step"] += 1
             # The kernel wrote through .numpy(): tell autograd, as an in-place op would.
             torch.autograd.graph.increment_version(tensors)
         return loss
@@ -194,6 +200,12 @@ class _Fused:
         r = self._owned.get(id(t))
         return r is not None and r() is t
 
+    def __setstate__(self, state):
+        super().__setstate__(state)         # (unpickling or copy.deepcopy: what torch keeps)
+        self._step_supports_amp_scaling = False
+        self._plans = {}
+        self._owned = {}
+
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._plans.clear()         # the state tensors are new: copy and bind at the next step
@@ -211,12 +223,12 @@ class _Fused:
         return self._own(torch.zeros_like(p, memory_format=torch.contiguous_format))
 
     @staticmethod
-    def _new_step(state):
-        """torch's `step` bookkeeping: a 0-d float tensor, incremented before the update."""
+    def _next_step(state):
+        """The step number this update uses: torch's `step` (a 0-d float tensor) + 1; step()
+        stores it once the update has run."""
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
-        state["step"] += 1
-        return float(state["step"])
+        return float(state["step"]) + 1
 
     @staticmethod
     def _common(cls, g, group, row, lr_key="lr"):
@@ -287,7 +299,7 @@ class Adam(_Fused, torch.optim.Adam):
             row[_COL["shrink"]] = 1.0 - lr * wd
         else:
             row[_COL["l2"]] = wd
-        row[_COL["t"]] = self._new_step(state)
+        row[_COL["t"]] = self._next_step(state)
 
 
 class AdamW(Adam, torch.optim.AdamW):
@@ -320,7 +332,7 @@ class Adagrad(_Fused, torch.optim.Adagrad):
         row[_COL["l2"]] = wd
         row[_COL["eps"]] = _number(cls, f"param_groups[{g}]['eps']", group["eps"])
         row[_COL["decay"]] = _number(cls, f"param_groups[{g}]['lr_decay']", group["lr_decay"])
-        row[_COL["t"]] = self._new_step(state)
+        row[_COL["t"]] = self._next_step(state)
 
 
 class RMSprop(_Fused, torch.optim.RMSprop):
@@ -347,4 +359,4 @@ class RMSprop(_Fused, torch.optim.RMSprop):
         row[_COL["eps"]] = _number(cls, f"param_groups[{g}]['eps']", group["eps"])
         row[_COL["decay"]] = _number(cls, f"param_groups[{g}]['alpha']", group["alpha"])
         row[_COL["mu"]] = _number(cls, f"param_groups[{g}]['momentum']", group["momentum"])
-        self._new_step(state)
+        self._next_step(state)
