@@ -49,8 +49,18 @@ def _number(cls, where, value):
     return float(value)
 
 
+def _values(steps):
+    """The numbers in a list of 0-d step tensors (or numbers), in one read where they allow."""
+    try:
+        return torch.stack(steps).tolist()
+    except (TypeError, RuntimeError):
+        return [float(s) for s in steps]
+
+
 class _Fused:
     """The step of every lec6fast.torch optimizer (a mixin before the torch.optim class)."""
+
+    _counts_steps = True        # the state holds torch's `step` counter (SGD's does not)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -82,8 +92,13 @@ class _Fused:
         """The torch.optim class this one stands in for."""
         return next(c for c in type(self).__mro__ if c.__module__.startswith("torch.optim"))
 
-    def _check_tensor(self, cls, what, t, p_name):
-        """A parameter or gradient the kernel can update in place, or ValueError."""
+    def _check_tensor(self, cls, what, t, g, i, p):
+        """A parameter or gradient the kernel can update in place, or ValueError naming
+        param_groups[g]['params'][i] (p)."""
+        if (t.layout == torch.strided and t.device.type == "cpu" and t.dtype in _DTYPES
+                and t.is_contiguous()):
+            return
+        p_name = self._name(g, i, p)
         if t.layout != torch.strided:
             raise ValueError(f"{cls}: {what} of {p_name} is {t.layout} (a sparse tensor); "
                              f"lec6fast.torch supports dense CPU tensors only")
@@ -103,7 +118,7 @@ class _Fused:
         g = len(self.param_groups) - 1
         cls = type(self).__name__
         for i, p in enumerate(self.param_groups[g]["params"]):
-            self._check_tensor(cls, "the parameter", p, self._name(g, i, p))
+            self._check_tensor(cls, "the parameter", p, g, i, p)
         if hasattr(self, "_plans"):     # (torch's __init__ adds the first groups before ours)
             self._check_options(g, self.param_groups[g])
 
@@ -126,42 +141,62 @@ class _Fused:
         for g, group in enumerate(self.param_groups):
             self._check_options(g, group)
             rule, keys = self._layout(group)
+            base = None             # the group's row, converted once
             for i, p in enumerate(group["params"]):
                 grad = p.grad
                 if grad is None:
                     continue
-                name = self._name(g, i, p)
-                self._check_tensor(cls, "the parameter", p, name)
-                self._check_tensor(cls, "the gradient", grad, name)
+                if base is None:
+                    base = list(_ROW)
+                    self._row(cls, g, group, base)
+                self._check_tensor(cls, "the parameter", p, g, i, p)
+                self._check_tensor(cls, "the gradient", grad, g, i, p)
                 if grad.dtype != p.dtype or grad.shape != p.shape:
-                    raise ValueError(f"{cls}: the gradient of {name} has dtype {grad.dtype} and "
-                                     f"shape {tuple(grad.shape)}; it must match the parameter")
+                    raise ValueError(f"{cls}: the gradient of {self._name(g, i, p)} has dtype "
+                                     f"{grad.dtype} and shape {tuple(grad.shape)}; it must match "
+                                     f"the parameter")
                 state = self.state[p] if keys else {}     # (SGD without momentum keeps none)
                 first = self._init_state(p, group, state)
-                row = list(_ROW)
-                self._row(cls, g, group, state, first, row)
+                if self._counts_steps and "step" not in state:
+                    raise ValueError(f"{cls}: the state of {self._name(g, i, p)} has no 'step' "
+                                     f"(a state dict from another optimizer?)")
+                row = base
+                if first or self._counts_steps:
+                    row = list(base)
+                    row[_COL["first"]] = 1.0 if first else 0.0
                 w = work.setdefault(rule, ([], [], [], [], [], [], []))
                 w[0].append(p.detach().numpy())
                 w[1].append(grad.detach().numpy())
-                w[2].append([self._state_tensor(cls, p, state, k, name) for k in keys])
+                w[2].append([state.get(k) for k in keys])
                 w[3].append(row)
                 w[4].append(p)
                 w[5].append(keys)
                 w[6].append(state)
         for rule, (params, grads, states, rows, tensors, keys, dicts) in work.items():
             plan = self._plan(rule, tensors, params, states, keys)
-            plan.step(params, grads, np.array(rows, dtype=np.float64), 0.0, -1.0)
-            for state in dicts:
-                if "step" in state:
-                    state["step"] += 1
+            table = np.array(rows, dtype=np.float64)
+            steps = [st["step"] for st in dicts] if self._counts_steps else []
+            if steps:               # torch's step counters, + 1 (stored after the update)
+                table[:, _COL["t"]] = _values(steps)
+                table[:, _COL["t"]] += 1
+            plan.step(params, grads, table, 0.0, -1.0)
+            if steps and all(type(t) is torch.Tensor for t in steps):
+                torch._foreach_add_(steps, 1.0)
+            else:
+                for st in dicts:
+                    if "step" in st:
+                        st["step"] += 1
             # The kernel wrote through .numpy(): tell autograd, as an in-place op would.
             torch.autograd.graph.increment_version(tensors)
         return loss
 
-    def _state_tensor(self, cls, p, state, key, name):
-        t = state.get(key)
+    def _state_tensor(self, cls, p, t, key, i):
+        """t, the state[key] of p (the i-th parameter of this step), or ValueError."""
         if (not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.device.type != "cpu"
                 or t.dtype != p.dtype or t.shape != p.shape):
+            g, j = next((g, j) for g, group in enumerate(self.param_groups)
+                        for j, q in enumerate(group["params"]) if q is p)
+            name = self._name(g, j, p)
             what = (f"a {t.dtype} tensor of shape {tuple(t.shape)} on {t.device}"
                     if isinstance(t, torch.Tensor) else repr(t))
             raise ValueError(f"{cls}: state[{key!r}] of {name} is {what}; it must be a dense CPU "
@@ -175,9 +210,14 @@ class _Fused:
         key = (rule,) + tuple(map(id, tensors))
         plan = self._plans.get(key)
         flat = [t for ts in states for t in ts]
+        # the very tensors bound last time, at the same addresses (a resize_ or set_ moves them)
         if plan is not None and len(plan[1]) == len(flat) and all(map(
-                lambda a, b: a is b, plan[1], flat)):
+                lambda a, b, ptr: a is b and a.data_ptr() == ptr, plan[1], flat, plan[2])):
             return plan[0]
+        cls = type(self).__name__
+        for i, (p, ts, ks) in enumerate(zip(tensors, states, keys)):
+            for k, t in zip(ks, ts):
+                self._state_tensor(cls, p, t, k, i)
         fresh = []
         for p, ts, ks in zip(tensors, states, keys):
             mine = [t if self._is_owned(t) else self._own(t.clone(memory_format=torch.contiguous_format))
@@ -189,7 +229,8 @@ class _Fused:
                                   [f"grad {i}" for i in range(len(params))], params,
                                   type(self).__name__)
         step.bind([[t.numpy() for t in ts] for ts in fresh], [None] * len(params), [])
-        self._plans[key] = (step, [t for ts in fresh for t in ts])
+        bound = [t for ts in fresh for t in ts]
+        self._plans[key] = (step, bound, [t.data_ptr() for t in bound])
         return step
 
     def _own(self, t):
@@ -223,14 +264,6 @@ class _Fused:
         return self._own(torch.zeros_like(p, memory_format=torch.contiguous_format))
 
     @staticmethod
-    def _next_step(state):
-        """The step number this update uses: torch's `step` (a 0-d float tensor) + 1; step()
-        stores it once the update has run."""
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
-        return float(state["step"]) + 1
-
-    @staticmethod
     def _common(cls, g, group, row, lr_key="lr"):
         """lr, L2 weight decay and maximize, as every torch.optim rule takes them."""
         where = f"param_groups[{g}]"
@@ -249,6 +282,8 @@ class SGD(_Fused, torch.optim.SGD):
                x = x + (-lr)*(g + momentum*b) if nesterov else x + (-lr)*b
     """
 
+    _counts_steps = False
+
     def _layout(self, group):
         if group["momentum"] == 0:
             return "sgd_torch", ()
@@ -260,13 +295,12 @@ class SGD(_Fused, torch.optim.SGD):
             return True
         return False
 
-    def _row(self, cls, g, group, state, first, row):
+    def _row(self, cls, g, group, row):
         lr, wd = self._common(cls, g, group, row)
         row[_COL["l2"]] = wd
         row[_COL["mu"]] = _number(cls, f"param_groups[{g}]['momentum']", group["momentum"])
         row[_COL["dampening"]] = _number(cls, f"param_groups[{g}]['dampening']",
                                          group["dampening"])
-        row[_COL["first"]] = 1.0 if first else 0.0
         row[_COL["beta1"]] = 1.0 if group["nesterov"] else 0.0      # the kernel's nesterov flag
 
 
@@ -289,7 +323,7 @@ class Adam(_Fused, torch.optim.Adam):
             return "adam_torch_amsgrad", self._KEYS + ("max_exp_avg_sq",)
         return "adam_torch", self._KEYS
 
-    def _row(self, cls, g, group, state, first, row):
+    def _row(self, cls, g, group, row):
         lr, wd = self._common(cls, g, group, row)
         beta1, beta2 = group["betas"]
         row[_COL["beta1"]] = _number(cls, f"param_groups[{g}]['betas'][0]", beta1)
@@ -299,7 +333,6 @@ class Adam(_Fused, torch.optim.Adam):
             row[_COL["shrink"]] = 1.0 - lr * wd
         else:
             row[_COL["l2"]] = wd
-        row[_COL["t"]] = self._next_step(state)
 
 
 class AdamW(Adam, torch.optim.AdamW):
@@ -327,12 +360,11 @@ class Adagrad(_Fused, torch.optim.Adagrad):
             return True
         return False
 
-    def _row(self, cls, g, group, state, first, row):
+    def _row(self, cls, g, group, row):
         lr, wd = self._common(cls, g, group, row)
         row[_COL["l2"]] = wd
         row[_COL["eps"]] = _number(cls, f"param_groups[{g}]['eps']", group["eps"])
         row[_COL["decay"]] = _number(cls, f"param_groups[{g}]['lr_decay']", group["lr_decay"])
-        row[_COL["t"]] = self._next_step(state)
 
 
 class RMSprop(_Fused, torch.optim.RMSprop):
@@ -353,10 +385,9 @@ class RMSprop(_Fused, torch.optim.RMSprop):
         rule = "rmsprop_torch" + ("_centered" if group["centered"] else "")
         return rule + ("_momentum" if group["momentum"] > 0 else ""), keys
 
-    def _row(self, cls, g, group, state, first, row):
+    def _row(self, cls, g, group, row):
         lr, wd = self._common(cls, g, group, row)
         row[_COL["l2"]] = wd
         row[_COL["eps"]] = _number(cls, f"param_groups[{g}]['eps']", group["eps"])
         row[_COL["decay"]] = _number(cls, f"param_groups[{g}]['alpha']", group["alpha"])
         row[_COL["mu"]] = _number(cls, f"param_groups[{g}]['momentum']", group["momentum"])
-        self._next_step(state)
