@@ -190,13 +190,11 @@ class _Fused:
             torch.autograd.graph.increment_version(tensors)
         return loss
 
-    def _state_tensor(self, cls, p, t, key, i):
-        """t, the state[key] of p (the i-th parameter of this step), or ValueError."""
+    def _state_tensor(self, cls, p, t, key):
+        """t, the state[key] of p, or ValueError."""
         if (not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.device.type != "cpu"
                 or t.dtype != p.dtype or t.shape != p.shape):
-            g, j = next((g, j) for g, group in enumerate(self.param_groups)
-                        for j, q in enumerate(group["params"]) if q is p)
-            name = self._name(g, j, p)
+            name = self._where(p)
             what = (f"a {t.dtype} tensor of shape {tuple(t.shape)} on {t.device}"
                     if isinstance(t, torch.Tensor) else repr(t))
             raise ValueError(f"{cls}: state[{key!r}] of {name} is {what}; it must be a dense CPU "
@@ -215,9 +213,9 @@ class _Fused:
                 lambda a, b, ptr: a is b and a.data_ptr() == ptr, plan[1], flat, plan[2])):
             return plan[0]
         cls = type(self).__name__
-        for i, (p, ts, ks) in enumerate(zip(tensors, states, keys)):
+        for p, ts, ks in zip(tensors, states, keys):
             for k, t in zip(ks, ts):
-                self._state_tensor(cls, p, t, k, i)
+                self._state_tensor(cls, p, t, k)
         fresh = []
         for p, ts, ks in zip(tensors, states, keys):
             mine = [t if self._is_owned(t) else self._own(t.clone(memory_format=torch.contiguous_format))
@@ -225,13 +223,18 @@ class _Fused:
             fresh.append(mine)
             for k, t in zip(ks, mine):
                 self.state[p][k] = t
-        step = _updates.ModelStep(rule, [f"param {i}" for i in range(len(params))],
-                                  [f"grad {i}" for i in range(len(params))], params,
+        names = [self._where(p) for p in tensors]
+        step = _updates.ModelStep(rule, names, [f"the gradient of {n}" for n in names], params,
                                   type(self).__name__)
         step.bind([[t.numpy() for t in ts] for ts in fresh], [None] * len(params), [])
         bound = [t for ts in fresh for t in ts]
         self._plans[key] = (step, bound, [t.data_ptr() for t in bound])
         return step
+
+    def _where(self, p):
+        """p's name (see _name), found in the groups: for messages only."""
+        return next(self._name(g, i, p) for g, group in enumerate(self.param_groups)
+                    for i, q in enumerate(group["params"]) if q is p)
 
     def _own(self, t):
         self._owned[id(t)] = weakref.ref(t)
