@@ -12,7 +12,7 @@ import sys
 import time
 
 import lec6fast
-from .bench import cases, contention, lbfgs, model, report, run, torch_layers
+from .bench import cases, contention, lbfgs, model, report, run, torch_layers, torch_model
 from .bench.timing import thread_count
 
 
@@ -72,7 +72,7 @@ _positive_int = _positive(int, "an integer")
 _positive_float = _positive(float, "a number")
 
 
-SECTIONS = ("kernels", "contention", "model", "torch-layers", "lbfgs")
+SECTIONS = ("kernels", "contention", "model", "torch-model", "torch-layers", "lbfgs")
 
 
 def _choices(allowed):
@@ -126,13 +126,16 @@ def build_parser():
                         "with torch's pool in the process, a whole MLP training step) and/or "
                         "model (lec6fast.optim stepping whole models against one kernel call, "
                         "torch.optim.Adam and the NumPy reference; see lec6fast/bench/model.py) "
+                        "and/or torch-model (lec6fast.torch's optimizers against torch.optim's "
+                        "on a 100-tensor, 10M-parameter PyTorch model; skipped without torch; "
+                        "see lec6fast/bench/torch_model.py) "
                         "and/or torch-layers (lec6fast.torch's Dropout and BatchNorm1d/2d against "
                         "torch.nn's, forward + backward; skipped without torch or with "
                         "--no-torch) "
                         "and/or lbfgs (lec6fast.optim.lbfgs against scipy's L-BFGS-B and "
                         "torch.optim.LBFGS per problem: iterations, evaluations, final f, "
                         "gradient norm, wall and solver time; see lec6fast/bench/lbfgs.py); "
-                        "default: all five")
+                        "default: all six")
     b.add_argument("--scenarios", type=_choices(contention.SCENARIOS),
                    default=list(contention.SCENARIOS), metavar="S,S,...",
                    help=f"contention scenarios, a subset of {','.join(contention.SCENARIOS)} "
@@ -179,6 +182,7 @@ def bench(args):
               file=out, flush=True)
     t0 = time.perf_counter()
     progress = None if args.quiet else report.Progress()
+    step = None if args.quiet else (lambda what: print(what, file=sys.stderr))
     if "kernels" in args.sections:
         result = run.run(args.kernels, dtypes, args.sizes, threads=threads,
                          use_torch=not args.no_torch, repeat=args.repeat,
@@ -188,22 +192,23 @@ def bench(args):
         result = {"config": run.config(threads), "results": []}
     if "contention" in args.sections:
         scenarios = [s for s in args.scenarios if s != "torch" or not args.no_torch]
-        step = None if args.quiet else (lambda what: print(f"contention: {what}", file=sys.stderr))
-        result["contention"] = contention.run(scenarios, threads=threads,
-                                              repeat=max(3, 2 * args.repeat + 1),
-                                              batch_time=10 * args.batch_time, progress=step)
+        result["contention"] = contention.run(
+            scenarios, threads=threads, repeat=max(3, 2 * args.repeat + 1),
+            batch_time=10 * args.batch_time,
+            progress=step and (lambda what: step(f"contention: {what}")))
     if "model" in args.sections:
-        step = None if args.quiet else (lambda what: print(what, file=sys.stderr))
         result["model"] = model.run(threads=threads, use_torch=not args.no_torch,
                                     repeat=max(3, 2 * args.repeat + 1),
                                     batch_time=10 * args.batch_time, progress=step)
+    if "torch-model" in args.sections:
+        result["torch_model"] = (None if args.no_torch else
+                                 torch_model.run(threads=threads, repeat=max(3, args.repeat),
+                                                 batch_time=25 * args.batch_time, progress=step))
     if "torch-layers" in args.sections:
-        step = None if args.quiet else (lambda what: print(what, file=sys.stderr))
         result["torch_layers"] = None if args.no_torch else torch_layers.run(
             threads=threads, repeat=max(3, 2 * args.repeat + 1),
             batch_time=10 * args.batch_time, progress=step)
     if "lbfgs" in args.sections:
-        step = None if args.quiet else (lambda what: print(what, file=sys.stderr))
         result["lbfgs"] = lbfgs.run(repeat=max(3, args.repeat // 2 + 1),
                                     use_torch=not args.no_torch, progress=step)
     result["wall_time_s"] = time.perf_counter() - t0
@@ -216,6 +221,8 @@ def bench(args):
             lines += report.contention(result["contention"], threads=threads)
         if "model" in args.sections:
             lines += report.model(result["model"])
+        if "torch-model" in args.sections:
+            lines += report.torch_model(result["torch_model"])
         if "torch-layers" in args.sections:
             lines += report.torch_layers(result["torch_layers"])
         if "lbfgs" in args.sections:

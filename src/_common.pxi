@@ -284,6 +284,10 @@ ctypedef struct Hyper:
     double gscale                              # the gradient's factor (clipping)
     double shrink                              # x *= shrink first (decoupled weight decay)
     double l2                                  # dx + l2*x (L2 weight decay)
+    # What lec6fast.torch adds (torch.optim's forms; 0 in every other call):
+    double dampening                           # torch.optim.SGD's dampening
+    double first                               # 1: the momentum buffer is new (torch's b = g)
+    double t                                   # the 1-based step (0 where a rule has none)
     # What derive() computes from them, once per call:
     double neg_lr, neg_mu, one_plus_mu, one_minus_decay
     double one_minus_beta1, one_minus_beta2, corr1, corr2     # corr = 1 - beta**t
@@ -313,6 +317,7 @@ cdef inline void derive(Hyper* h, double t) noexcept nogil:
     h.one_minus_decay = 1.0 - h.decay
     h.one_minus_beta1 = 1.0 - h.beta1
     h.one_minus_beta2 = 1.0 - h.beta2
+    h.t = t
     if t > 0:
         h.corr1 = 1.0 - pow(h.beta1, t)
         h.corr2 = 1.0 - pow(h.beta2, t)

@@ -176,6 +176,174 @@ cdef void _nesterov_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t 
         x[i] = xi + neg_lr * (g + mu * bi)
 
 
+# torch.optim's own forms (lec6fast.torch), operation for operation as torch's for-loop CPU
+# implementation (its default on CPU) computes them in its vectorized kernels (except the square
+# root, which is exact here and 1 ulp off in ~0.7% of torch's AVX-512 results): each Python float
+# rounded to the dtype once per call, then the tensor operations in their order, where
+# x.add_(y, alpha=a) and torch.lerp are one fused multiply-add (fma(a, y, x): correctly rounded,
+# so the same bits at every SIMD level), x.addcmul_(y, z, value=a) is fma(a*y, z, x) and
+# x.addcdiv_(y, z, value=a) is x + (a*y)/z.
+# g is dx (negated when maximize), then g.add(x, alpha=weight_decay) for L2 decay; decoupled
+# decay (AdamW) is x *= 1 - lr*weight_decay first.
+
+from libc.math cimport fma, fmaf
+
+
+cdef inline floating fmadd(floating a, floating b, floating c) noexcept nogil:
+    """a*b + c rounded once."""
+    if floating is float:
+        return fmaf(a, b, c)
+    else:
+        return fma(a, b, c)
+
+
+cdef inline floating tgrad(floating dx, floating x, floating gscale, floating l2,
+                           bint decay) noexcept nogil:
+    """torch's gradient: dx*gscale (gscale is -1 when maximize), then g.add(x, alpha=l2)."""
+    cdef floating g = dx * gscale
+    if decay:
+        g = fmadd(l2, x, g)
+    return g
+
+
+cdef inline floating lerp(floating a, floating b, floating w, bint small) noexcept nogil:
+    """torch.lerp(a, b, w): fma(w, b - a, a) when |w| < 0.5, else fma(w - 1, b - a, b)."""
+    if small:
+        return fmadd(w, b - a, a)
+    return fmadd(w - 1, b - a, b)
+
+
+cdef void _sgd_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # torch.optim.SGD; the momentum buffer b is s.a[2] (NULL: momentum == 0), nesterov is
+    # s.h.beta1 != 0:
+    #   b = g on the buffer's first step (s.h.first), else b = fma(1 - dampening, g, b*momentum)
+    #   x = fma(-lr, u, x),  u = g (no momentum), fma(momentum, b, g) (nesterov), else b
+    cdef const floating* dx = <const floating*>s.a[1]
+    cdef floating* b = <floating*>s.a[2]
+    cdef bint first = s.h.first != 0.0, nesterov = s.h.beta1 != 0.0
+    cdef floating mu = <floating>s.h.mu, damp = <floating>(1.0 - s.h.dampening)
+    cdef floating neg_lr = <floating>s.h.neg_lr
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating g, bi
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = tgrad(dx[i], x[i], gscale, l2, decay)
+        if b != NULL:
+            bi = g if first else fmadd(damp, g, b[i] * mu)
+            b[i] = bi
+            g = fmadd(mu, bi, g) if nesterov else bi
+        x[i] = fmadd(neg_lr, g, x[i])
+
+
+cdef inline void adam_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi,
+                            bint small, floating* vmax) noexcept nogil:
+    # (inlined with constant `small` and vmax NULL or not: one branch-free loop each)
+    cdef const floating* dx = <const floating*>s.a[1]
+    cdef floating* m = <floating*>s.a[2]
+    cdef floating* v = <floating*>s.a[3]
+    cdef floating w = <floating>s.h.one_minus_beta1
+    cdef floating b2 = <floating>s.h.beta2, one_minus_b2 = <floating>s.h.one_minus_beta2
+    cdef floating neg_step = <floating>(-(s.h.lr / s.h.corr1))
+    cdef floating corr2_sqrt = <floating>pow(s.h.corr2, 0.5), eps = <floating>s.h.eps
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2, shrink = <floating>s.h.shrink
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating xi, g, mi, vi, vm
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        xi = x[i] * shrink
+        g = tgrad(dx[i], xi, gscale, l2, decay)
+        mi = lerp(m[i], g, w, small)
+        vi = fmadd(one_minus_b2 * g, g, v[i] * b2)
+        m[i] = mi
+        v[i] = vi
+        if vmax != NULL:
+            vm = vmax[i]
+            if vi > vm or vi != vi:     # torch.maximum: a nan in either wins
+                vm = vi
+            vmax[i] = vm
+            vi = vm
+        x[i] = xi + (neg_step * mi) / (root(vi) / corr2_sqrt + eps)
+
+
+cdef void _adam_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # torch.optim.Adam / AdamW (t = the parameter's step; amsgrad when s.a[4], vmax, is given):
+    #   m = lerp(m, g, 1 - beta1);  v = fma((1 - beta2)*g, g, v*beta2);  [vmax = max(vmax, v); v = vmax]
+    #   x = x + ((-(lr / (1 - beta1**t))) * m) / (sqrt(v) / (1 - beta2**t)**0.5 + eps)
+    cdef floating* vmax = <floating*>s.a[4]
+    if <floating>s.h.one_minus_beta1 < 0.5:
+        if vmax == NULL:
+            adam_torch(x, s, lo, hi, True, <floating*>NULL)
+        else:
+            adam_torch(x, s, lo, hi, True, vmax)
+    elif vmax == NULL:
+        adam_torch(x, s, lo, hi, False, <floating*>NULL)
+    else:
+        adam_torch(x, s, lo, hi, False, vmax)
+
+
+cdef void _adagrad_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # torch.optim.Adagrad (t = the parameter's step; decay holds lr_decay):
+    #   sum = fma(g, g, sum);  x = x + ((-(lr / (1 + (t - 1)*lr_decay))) * g) / (sqrt(sum) + eps)
+    cdef const floating* dx = <const floating*>s.a[1]
+    cdef floating* acc = <floating*>s.a[2]
+    cdef floating neg_clr = <floating>(-(s.h.lr / (1.0 + (s.h.t - 1.0) * s.h.decay)))
+    cdef floating eps = <floating>s.h.eps
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating g, c
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = tgrad(dx[i], x[i], gscale, l2, decay)
+        c = fmadd(g, g, acc[i])
+        acc[i] = c
+        x[i] = x[i] + (neg_clr * g) / (root(c) + eps)
+
+
+cdef inline void rmsprop_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi,
+                               floating* sq, floating* ga, floating* b) noexcept nogil:
+    """torch.optim.RMSprop on the state sq, ga (centered, else NULL), b (momentum > 0, else NULL);
+    s.h.decay holds alpha:
+        sq = fma((1 - alpha)*g, g, sq*alpha)
+        centered:  ga = lerp(ga, g, 1 - alpha);  d = sqrt(fma(-ga, ga, sq)) + eps,  else d = sqrt(sq) + eps
+        momentum > 0:  b = b*momentum + g/d;  x = fma(-lr, b, x),   else  x = x + ((-lr)*g)/d
+    """
+    cdef const floating* dx = <const floating*>s.a[1]
+    cdef floating alpha = <floating>s.h.decay, w = <floating>s.h.one_minus_decay
+    cdef bint small = w < 0.5
+    cdef floating mu = <floating>s.h.mu, neg_lr = <floating>s.h.neg_lr, eps = <floating>s.h.eps
+    cdef floating gscale = <floating>s.h.gscale, l2 = <floating>s.h.l2
+    cdef bint decay = s.h.l2 != 0.0
+    cdef floating g, q, a, d, bi
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        g = tgrad(dx[i], x[i], gscale, l2, decay)
+        q = fmadd(w * g, g, sq[i] * alpha)
+        sq[i] = q
+        if ga != NULL:
+            a = lerp(ga[i], g, w, small)
+            ga[i] = a
+            q = fmadd(-a, a, q)
+        d = root(q) + eps
+        if b != NULL:
+            bi = b[i] * mu + g / d
+            b[i] = bi
+            x[i] = fmadd(neg_lr, bi, x[i])
+        else:
+            x[i] = x[i] + (neg_lr * g) / d
+
+
+cdef void _rmsprop_torch(floating* x, const Step* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # the state: square_avg [, momentum_buffer]
+    rmsprop_torch(x, s, lo, hi, <floating*>s.a[2], NULL, <floating*>s.a[3])
+
+
+cdef void _rmsprop_torch_centered(floating* x, const Step* s, Py_ssize_t lo,
+                                  Py_ssize_t hi) noexcept nogil:
+    # the state: square_avg, grad_avg [, momentum_buffer]
+    rmsprop_torch(x, s, lo, hi, <floating*>s.a[2], <floating*>s.a[3], <floating*>s.a[4])
+
+
 # ---------------------------------------------------------------- public wrappers
 
 # Elements (float32, float64) from which a call is split across the threads: where two
@@ -354,7 +522,9 @@ from libc.stdlib cimport malloc, free, qsort
 
 cdef enum:
     RULE_SGD, RULE_MOMENTUM, RULE_NESTEROV, RULE_ADAGRAD, RULE_RMSPROP, RULE_ADAM,
-    RULE_MOMENTUM_TORCH, RULE_NESTEROV_TORCH, N_RULES
+    RULE_MOMENTUM_TORCH, RULE_NESTEROV_TORCH, RULE_SGD_TORCH, RULE_SGD_TORCH_MOMENTUM, RULE_ADAM_TORCH, RULE_ADAM_TORCH_AMSGRAD,
+    RULE_ADAGRAD_TORCH, RULE_RMSPROP_TORCH, RULE_RMSPROP_TORCH_MOMENTUM,
+    RULE_RMSPROP_TORCH_CENTERED, RULE_RMSPROP_TORCH_CENTERED_MOMENTUM, N_RULES
     SUB = 2048              # elements per sub-block of a parameter with a running average
     NORM_BLOCK = 4096       # elements per block of the global gradient norm
     PAR_NORM = 32768        # elements from which the norm's blocks are split across the threads
@@ -367,6 +537,16 @@ RULES = {
     "rmsprop": (RULE_RMSPROP, 1, PAR_SQRT_32), "adam": (RULE_ADAM, 2, PAR_ADAM_32),
     "momentum_torch": (RULE_MOMENTUM_TORCH, 1, PAR_MOMENTUM_32),
     "nesterov_torch": (RULE_NESTEROV_TORCH, 1, PAR_MOMENTUM_32),
+    # lec6fast.torch (torch.optim's forms; the state in torch's names, in this order):
+    "sgd_torch": (RULE_SGD_TORCH, 0, PAR_SGD_32),                      # (no state)
+    "sgd_torch_momentum": (RULE_SGD_TORCH_MOMENTUM, 1, PAR_MOMENTUM_32),  # momentum_buffer
+    "adam_torch": (RULE_ADAM_TORCH, 2, PAR_ADAM_32),                    # exp_avg, exp_avg_sq
+    "adam_torch_amsgrad": (RULE_ADAM_TORCH_AMSGRAD, 3, PAR_ADAM_32),    # ..., max_exp_avg_sq
+    "adagrad_torch": (RULE_ADAGRAD_TORCH, 1, PAR_SQRT_32),              # sum
+    "rmsprop_torch": (RULE_RMSPROP_TORCH, 1, PAR_SQRT_32),              # square_avg
+    "rmsprop_torch_momentum": (RULE_RMSPROP_TORCH_MOMENTUM, 2, PAR_SQRT_32),   # ..., momentum_buffer
+    "rmsprop_torch_centered": (RULE_RMSPROP_TORCH_CENTERED, 2, PAR_SQRT_32),   # ..., grad_avg
+    "rmsprop_torch_centered_momentum": (RULE_RMSPROP_TORCH_CENTERED_MOMENTUM, 3, PAR_SQRT_32),
 }
 cdef kernel32 RULE32[N_RULES]
 cdef kernel64 RULE64[N_RULES]
@@ -378,11 +558,27 @@ RULE32[RULE_RMSPROP], RULE64[RULE_RMSPROP] = _rmsprop[float], _rmsprop[double]
 RULE32[RULE_ADAM], RULE64[RULE_ADAM] = _adam[float], _adam[double]
 RULE32[RULE_MOMENTUM_TORCH], RULE64[RULE_MOMENTUM_TORCH] = _momentum_torch[float], _momentum_torch[double]
 RULE32[RULE_NESTEROV_TORCH], RULE64[RULE_NESTEROV_TORCH] = _nesterov_torch[float], _nesterov_torch[double]
+RULE32[RULE_SGD_TORCH], RULE64[RULE_SGD_TORCH] = _sgd_torch[float], _sgd_torch[double]
+RULE32[RULE_SGD_TORCH_MOMENTUM], RULE64[RULE_SGD_TORCH_MOMENTUM] = _sgd_torch[float], _sgd_torch[double]
+RULE32[RULE_ADAM_TORCH], RULE64[RULE_ADAM_TORCH] = _adam_torch[float], _adam_torch[double]
+RULE32[RULE_ADAM_TORCH_AMSGRAD], RULE64[RULE_ADAM_TORCH_AMSGRAD] = _adam_torch[float], _adam_torch[double]
+RULE32[RULE_ADAGRAD_TORCH], RULE64[RULE_ADAGRAD_TORCH] = _adagrad_torch[float], _adagrad_torch[double]
+RULE32[RULE_RMSPROP_TORCH], RULE64[RULE_RMSPROP_TORCH] = _rmsprop_torch[float], _rmsprop_torch[double]
+RULE32[RULE_RMSPROP_TORCH_MOMENTUM] = _rmsprop_torch[float]
+RULE64[RULE_RMSPROP_TORCH_MOMENTUM] = _rmsprop_torch[double]
+RULE32[RULE_RMSPROP_TORCH_CENTERED] = _rmsprop_torch_centered[float]
+RULE64[RULE_RMSPROP_TORCH_CENTERED] = _rmsprop_torch_centered[double]
+RULE32[RULE_RMSPROP_TORCH_CENTERED_MOMENTUM] = _rmsprop_torch_centered[float]
+RULE64[RULE_RMSPROP_TORCH_CENTERED_MOMENTUM] = _rmsprop_torch_centered[double]
 
-# The columns of the per-parameter hyperparameter table a step receives.
-HYPER_COLUMNS = ("lr", "mu", "eps", "decay", "beta1", "beta2", "l2", "shrink", "ema")
+# The columns of the per-parameter hyperparameter table a step receives.  The last four are
+# lec6fast.torch's (0 leaves a rule as lec6fast.optim steps it): SGD's dampening, first (1: the
+# momentum buffer is new), maximize (1: the gradient is negated) and t (> 0: the parameter's own
+# 1-based step, used instead of the call's).
+HYPER_COLUMNS = ("lr", "mu", "eps", "decay", "beta1", "beta2", "l2", "shrink", "ema",
+                 "dampening", "first", "maximize", "t")
 cdef enum:
-    NCOL = 9
+    NCOL = 13
 
 
 ctypedef struct Param:
@@ -752,7 +948,7 @@ cdef class ModelStep:
         if (cnp.PyArray_TYPE(hyper) != cnp.NPY_FLOAT64 or cnp.PyArray_NDIM(hyper) != 2
                 or cnp.PyArray_DIMS(hyper)[0] != self.n or cnp.PyArray_DIMS(hyper)[1] != NCOL
                 or not cnp.PyArray_IS_C_CONTIGUOUS(hyper)):
-            raise ValueError("step: hyper must be a C-contiguous float64 (n, 9) table")
+            raise ValueError(f"step: hyper must be a C-contiguous float64 (n, {NCOL}) table")
         if not self.bound:
             raise ValueError("step: bind() the optimizer's state first")
         if self.m.rule == RULE_ADAM and not t >= 1:
@@ -773,10 +969,12 @@ cdef class ModelStep:
             q.s.h.decay = h[3]
             q.s.h.beta1 = h[4]
             q.s.h.beta2 = h[5]
-            derive(&q.s.h, t if self.m.rule == RULE_ADAM else 0)
+            q.s.h.dampening = h[9]
+            q.s.h.first = h[10]
+            derive(&q.s.h, h[12] if h[12] > 0 else (t if self.m.rule == RULE_ADAM else 0))
             q.s.h.l2 = h[6]
             q.s.h.shrink = h[7]
-            q.s.h.gscale = 1.0
+            q.s.h.gscale = -1.0 if h[11] != 0 else 1.0
             q.avg.h.decay = h[8]
             derive(&q.avg.h, 0)
         for d in range(2):              # (the chunk size is a test knob: read it per step)
@@ -792,7 +990,7 @@ cdef class ModelStep:
                 if isfinite(norm):
                     scale = min(1.0, clip_norm / (norm + 1e-6))
                     for i in range(self.n):
-                        m.p[i].s.h.gscale = scale
+                        m.p[i].s.h.gscale = m.p[i].s.h.gscale * scale
             if (not clip_norm > 0 or isfinite(norm)) and m.nchunks[0] + m.nchunks[1] > 0:
                 _pool.run(_model_chunk, m, m.nchunks[0] + m.nchunks[1],
                           nt if size >= step_min else 1)

@@ -107,3 +107,25 @@ def test_json_into_a_closed_pipe_exits_quietly(tmp_path):
         err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) in (0, 1)
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_bench_torch_model_section(capsys, monkeypatch):
+    """Without torch (--no-torch here, an unimportable torch in the section itself) the section
+    says it was skipped; with torch its rows compare every torch variant to the lt row."""
+    from lec6fast.bench import torch_model
+    assert cli.main(["bench", "--sections", "torch-model", *QUICK]) == 0
+    assert "torch-model: skipped" in capsys.readouterr().out
+    monkeypatch.setattr(torch_model, "import_torch", lambda: None)
+    assert torch_model.run(repeat=1, batch_time=1e-4) is None
+    monkeypatch.undo()
+    pytest.importorskip("torch")
+    monkeypatch.setattr(torch_model, "WIDTH", 8)
+    rows = torch_model.run(repeat=1, batch_time=1e-4)
+    assert [r["label"] for r in rows] == [
+        f"{p}{name}{s}" for name, _, fused in torch_model.RULES
+        for p, s in [("lt.", "")] + [("torch ", f" ({v})") for v in
+                                     ["default", "foreach=True"] + ["fused=True"] * fused]]
+    for r in rows:
+        assert r["seconds"] > 0 and r["n"] == 12 * (8 * 32 + 32 + 32 * 8 + 8 + 4 * 8) + 2 * 8 + 72
+        if "ratio" in r:
+            assert r["ratio"] == pytest.approx(r["seconds"] / r["against_s"])

@@ -254,3 +254,18 @@ def lbfgs(rows, markdown=False):
               f"{r['ratio']:.2f}" if "ratio" in r else "-"] for r in rows]
     return lines + _under(cells, ["problem", "solver", "nit", "nfev", "final f", "max abs g",
                                   "wall", "solver", "ratio"], markdown)
+
+
+def torch_model(rows, markdown=False):
+    """The torch-model section (lec6fast.bench.torch_model.run's rows; None: torch is absent)."""
+    if rows is None:
+        return [""] + wrap("torch-model: skipped (PyTorch is not installed; "
+                           "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+    lines = [""] + wrap(
+        f"torch-model: the full optimizer.step() of a PyTorch model ({rows[0]['case']}, 12 "
+        "Linear+LayerNorm blocks), lec6fast.torch against torch.optim on the same threads; "
+        "batches interleaved; ratio = this row's time / the lt row's (above 1: lec6fast.torch is "
+        "that many times faster). torch's CPU default is its for-loop implementation.")
+    cells = [[r["rule"], r["label"], time(r["seconds"]), r.get("against", "-"),
+              f"{r['ratio']:.2f}" if "ratio" in r else "-"] for r in rows]
+    return lines + _under(cells, ["rule", "what", "time", "against", "ratio"], markdown)

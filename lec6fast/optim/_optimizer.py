@@ -14,7 +14,7 @@ from ._structure import Structure
 from . import _checkpoint
 
 _updates = _dispatch.kernels("_updates", _dispatch.level)
-COLUMNS = _updates.HYPER_COLUMNS        # lr, mu, eps, decay, beta1, beta2, l2, shrink, ema
+COLUMNS = _updates.HYPER_COLUMNS        # lr, mu, eps, decay, beta1, beta2, l2, shrink, ema, ...(0)
 SCHEDULABLE = ("lr", "mu")
 _PLAIN = frozenset((float, int, bool))  # immutable, and converted without user code
 CONVENTIONS = ("lecture", "torch")

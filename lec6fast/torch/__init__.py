@@ -16,5 +16,7 @@ except ImportError as e:            # pragma: no cover - exercised in a subproce
 
 from . import functional
 from ._layers import BatchNorm1d, BatchNorm2d, Dropout
+from ._optim import SGD, Adam, AdamW, Adagrad, RMSprop
 
-__all__ = ["Dropout", "BatchNorm1d", "BatchNorm2d", "functional"]
+__all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Dropout", "BatchNorm1d", "BatchNorm2d",
+           "functional"]

@@ -1,0 +1,77 @@
+"""The torch-model section: lec6fast.torch's optimizers against torch.optim's on a PyTorch model.
+
+The model (float32): 12 transformer-shaped blocks, each nn.Linear(320, 1280), nn.Linear(1280,
+320) and two nn.LayerNorm(320), then a LayerNorm and an nn.Linear(320, 320) head: 100 parameter
+tensors, 9.95M parameters.  Each optimizer steps its own copy of the model with fixed random
+gradients; every variant of one rule is timed with its batches interleaved (the full
+optimizer.step(), hooks and all), lec6fast and torch on the same number of threads.  torch's
+CPU default is its for-loop implementation (foreach is CUDA's default); foreach=True and
+fused=True are timed where torch has them (no fused RMSprop).
+"""
+
+from lec6fast.bench.timing import interleaved, thread_count
+from lec6fast.bench.torch_twins import import_torch
+
+WIDTH, BLOCKS = 320, 12
+RULES = (   # (torch.optim class, keyword arguments, whether torch has fused=True on CPU)
+    ("Adam", dict(lr=1e-3), True),
+    ("SGD", dict(lr=1e-3, momentum=0.9), True),
+    ("Adagrad", dict(lr=1e-3), True),
+    ("RMSprop", dict(lr=1e-3), False),
+)
+
+
+def build(torch, seed=0):
+    """The benchmark's model, with fixed random gradients on every parameter."""
+    nn = torch.nn
+    torch.manual_seed(seed)
+    layers = []
+    for _ in range(BLOCKS):
+        layers += [nn.LayerNorm(WIDTH), nn.Linear(WIDTH, 4 * WIDTH), nn.Linear(4 * WIDTH, WIDTH),
+                   nn.LayerNorm(WIDTH)]
+    m = nn.Sequential(*layers, nn.LayerNorm(WIDTH), nn.Linear(WIDTH, WIDTH))
+    for p in m.parameters():
+        p.grad = torch.randn_like(p) * 1e-2
+    return m
+
+
+def variants(torch, lt, name, kw, fused):
+    """[(label, step function)] of rule `name`: lec6fast.torch's, torch's default, foreach, fused."""
+    out = [(f"lt.{name}", getattr(lt, name)(build(torch).parameters(), **kw).step)]
+    impls = [("default", {}), ("foreach=True", {"foreach": True})]
+    if fused:
+        impls.append(("fused=True", {"fused": True}))
+    for label, extra in impls:
+        out.append((f"torch {name} ({label})",
+                    getattr(torch.optim, name)(build(torch).parameters(), **kw, **extra).step))
+    return out
+
+
+def run(*, threads=None, repeat=9, batch_time=0.05, progress=None):
+    """Rows {case, n, label, seconds, [against, against_s, ratio]} (ratio: this row's time /
+    lt.<rule>'s, so above 1 means lec6fast.torch is that much faster); None without torch."""
+    torch = import_torch()
+    if torch is None:
+        return None
+    import lec6fast.torch as lt
+    nt = thread_count(threads)
+    torch.set_num_threads(nt)
+    m = build(torch)
+    tensors = len(list(m.parameters()))
+    n = sum(p.numel() for p in m.parameters())
+    del m
+    case = f"{tensors} tensors, {n / 1e6:.2f}M float32"
+    rows = []
+    for name, kw, fused in RULES:
+        vs = variants(torch, lt, name, kw, fused)
+        if progress:
+            progress(f"torch-model: {case}: " + ", ".join(label for label, _ in vs))
+        times = interleaved([f for _, f in vs], threads=[nt] * len(vs), repeat=repeat,
+                            batch_time=batch_time, settle=0.01)
+        what = f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})"
+        rows.append(dict(case=case, rule=what, n=n, label=vs[0][0], seconds=times[0]))
+        for (label, _), t in zip(vs[1:], times[1:]):
+            rows.append(dict(case=case, rule=what, n=n, label=label, seconds=t,
+                             against=vs[0][0], against_s=times[0], ratio=t / times[0]))
+        del vs
+    return rows
