@@ -5,5 +5,7 @@ The one list of them: setup.py reads this file (and refuses a src/*.pyx that is 
 lec6fast._dispatch imports it.
 """
 
-FAMILIES = ("_updates", "_dropout", "_batchnorm", "_lbfgs")
-HELPERS = ("_runtime",)
+FAMILIES = ("_updates", "_dropout", "_batchnorm")
+# built once, at the baseline level: the runtime (CPU detection, the pool) and L-BFGS's serial
+# vector passes
+HELPERS = ("_runtime", "_lbfgs")

@@ -20,14 +20,8 @@ cnp.import_array()
 
 # No kernel here is split across the thread pool: they run serially, on the caller's thread
 # (the dot products' order, hence every iterate, is then one fixed sequence on any machine).
-_PARALLEL_MIN = {}
-
-
-def _get_parallel_min(name=None, dtype=None):
-    """lec6fast._config asks every family; this one has no thresholds."""
-    if name is None:
-        return 0
-    raise KeyError(name)
+# Built once, at the baseline level (lec6fast/_families.py's HELPERS): an iteration's vector
+# passes are short next to its Python, so wider SIMD would buy nothing but wheel size.
 
 
 cdef str dtype_name(object a):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import lec6fast
-from lec6fast import _dispatch, check_grad, optim, reference as R
+from lec6fast import _lbfgs, check_grad, optim, reference as R
 from lec6fast.bench import problems as P
 
-K = _dispatch.kernels("_lbfgs", _dispatch.level)
+K = _lbfgs
 
 
 # ---------------------------------------------------------------- the two-loop recursion

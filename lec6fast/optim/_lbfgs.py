@@ -5,11 +5,10 @@ import math
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _lbfgs
 from ._linesearch import more_thuente
 from ._structure import Structure
 
-_lbfgs = _dispatch.kernels("_lbfgs", _dispatch.level)
 
 EPS = np.finfo(np.float64).eps
 STPMAX = 1e10               # the line search's largest step (L-BFGS-B's, without bounds)
