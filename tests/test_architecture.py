@@ -5,8 +5,6 @@ function counts too, except where a rule says "at module level").
 """
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,20 +81,19 @@ def test_no_library_module_imports_the_torch_adapter(module):
     assert TORCH_ADAPTER not in lec6fast_modules(module), module
 
 
-def test_importing_lec6fast_does_not_import_torch():
+def test_importing_lec6fast_does_not_import_torch(run_python):
     code = ("import sys, lec6fast, lec6fast.optim, lec6fast.cs231n, lec6fast.schedules, "
             "lec6fast.reference; print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert run_python(code).stdout.strip() == "False"
 
 
-def test_the_adapter_without_torch_says_how_to_install_it():
+def test_the_adapter_without_torch_says_how_to_install_it(run_python):
     """torch made unimportable (a None entry in sys.modules) for the child process."""
     code = ("import sys; sys.modules['torch'] = None\n"
             "try:\n    import lec6fast.torch\n"
             "except ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "needs PyTorch" in out.stdout and "pip install torch" in out.stdout, out.stdout
+    out = run_python(code).stdout
+    assert "needs PyTorch" in out and "pip install torch" in out, out
 
 
 def test_the_reference_needs_numpy_only():

@@ -7,8 +7,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import sysconfig
 import threading
 
@@ -419,15 +417,8 @@ def test_torch_imported_first(run_python):
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
-def child_prints(code):
-    """What a fresh interpreter running `code` prints (its stderr if it fails)."""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
 @pytest.mark.skipif(not FREE_THREADED, reason="needs a free-threaded interpreter (CI's 3.14t job)")
-def test_a_free_threaded_interpreter_keeps_the_gil_off():
+def test_a_free_threaded_interpreter_keeps_the_gil_off(run_python):
     """Every compiled module declares that it runs without the GIL: importing lec6fast (and
     running a kernel on the pool) must not turn the GIL back on, which CPython does, with a
     RuntimeWarning, for a module that does not declare it."""
@@ -439,10 +430,10 @@ def test_a_free_threaded_interpreter_keeps_the_gil_off():
             "        _dispatch.kernels(family, level)\n"
             "x = np.zeros(1 << 20, np.float32); lec6fast.sgd_(x, np.ones_like(x), lr=1.0)\n"
             "print(sys._is_gil_enabled())\n")
-    assert child_prints(code) == "False"
+    assert run_python(code).stdout.strip() == "False"
 
 
-def test_importing_lec6fast_leaves_numpy_ma_unimported():
+def test_importing_lec6fast_leaves_numpy_ma_unimported(run_python):
     """The masked-array check looks numpy.ma up only when an ndarray subclass comes (no
     MaskedArray exists before numpy.ma is imported): its import is 10% of lec6fast's."""
     code = ("import sys, numpy as np, lec6fast, lec6fast.optim, lec6fast.cs231n\n"
@@ -450,4 +441,4 @@ def test_importing_lec6fast_leaves_numpy_ma_unimported():
             "class Sub(np.ndarray): pass\n"
             "lec6fast.sgd_(x.view(Sub), np.ones_like(x), lr=1.0)\n"
             "print('numpy.ma' in sys.modules)\n")
-    assert child_prints(code) == "False"
+    assert run_python(code).stdout.strip() == "False"

@@ -606,11 +606,9 @@ def test_bench_torch_layers_section(capsys, monkeypatch):
     assert "Torch layers: skipped" in capsys.readouterr().out
 
 
-def test_bench_torch_layers_section_without_torch():
-    import subprocess
-    import sys
+def test_bench_torch_layers_section_without_torch(run_python):
     code = ("import sys; sys.modules['torch'] = None\n"
             "from lec6fast import cli\n"
             "cli.main(['bench', '--sections', 'torch-layers', '--quiet'])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "Torch layers: skipped (torch is not installed" in out.stdout, out.stdout + out.stderr
+    out = run_python(code).stdout
+    assert "Torch layers: skipped (torch is not installed" in out, out
