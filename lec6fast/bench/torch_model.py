@@ -6,9 +6,13 @@ tensors, 9.95M parameters.  Each optimizer steps its own copy of the model with 
 gradients; every variant of one rule is timed with its batches interleaved (the full
 optimizer.step(), hooks and all), lec6fast and torch on the same number of threads.  torch's
 CPU default is its for-loop implementation (foreach is CUDA's default); foreach=True and
-fused=True are timed where torch has them (no fused RMSprop).
+fused=True are timed where torch has them (no fused RMSprop).  Where users run: the Adam
+variants once more next to a busy process (another process spinning on one of the cores).
 """
 
+import contextlib
+
+from lec6fast.bench.contention import busy_process
 from lec6fast.bench.timing import interleaved, thread_count
 from lec6fast.bench.torch_twins import import_torch
 
@@ -62,13 +66,16 @@ def run(*, threads=None, repeat=9, batch_time=0.05, progress=None):
     del m
     case = f"{tensors} tensors, {n / 1e6:.2f}M float32"
     rows = []
-    for name, kw, fused in RULES:
+    mixes = [(name, kw, fused, "") for name, kw, fused in RULES]
+    mixes.append(RULES[0] + (", next to a busy process",))
+    for name, kw, fused, where in mixes:
         vs = variants(torch, lt, name, kw, fused)
         if progress:
-            progress(f"torch-model: {case}: " + ", ".join(label for label, _ in vs))
-        times = interleaved([f for _, f in vs], threads=[nt] * len(vs), repeat=repeat,
-                            batch_time=batch_time, settle=0.01)
-        what = f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})"
+            progress(f"torch-model: {case}{where}: " + ", ".join(label for label, _ in vs))
+        with busy_process() if where else contextlib.nullcontext():
+            times = interleaved([f for _, f in vs], threads=[nt] * len(vs), repeat=repeat,
+                                batch_time=batch_time, settle=0.01)
+        what = f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())}){where}"
         rows.append(dict(case=case, rule=what, n=n, label=vs[0][0], seconds=times[0]))
         for (label, _), t in zip(vs[1:], times[1:]):
             rows.append(dict(case=case, rule=what, n=n, label=label, seconds=t,
