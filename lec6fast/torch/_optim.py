@@ -49,6 +49,12 @@ def _number(cls, where, value):
     return float(value)
 
 
+def _take(row, column, cls, g, group, key):
+    """row[column] = param_groups[g][key] as a float (see _number); returns it."""
+    row[_COL[column]] = value = _number(cls, f"param_groups[{g}][{key!r}]", group[key])
+    return value
+
+
 def _values(steps):
     """The numbers in a list of 0-d step tensors (or numbers), in one read where they allow."""
     try:
@@ -267,11 +273,10 @@ class _Fused:
         return self._own(torch.zeros_like(p, memory_format=torch.contiguous_format))
 
     @staticmethod
-    def _common(cls, g, group, row, lr_key="lr"):
+    def _common(cls, g, group, row):
         """lr, L2 weight decay and maximize, as every torch.optim rule takes them."""
-        where = f"param_groups[{g}]"
-        row[_COL["lr"]] = lr = _number(cls, f"{where}['lr']", group[lr_key])
-        wd = _number(cls, f"{where}['weight_decay']", group["weight_decay"])
+        lr = _take(row, "lr", cls, g, group, "lr")
+        wd = _number(cls, f"param_groups[{g}]['weight_decay']", group["weight_decay"])
         row[_COL["maximize"]] = 1.0 if group.get("maximize") else 0.0
         return lr, wd
 
@@ -301,9 +306,8 @@ class SGD(_Fused, torch.optim.SGD):
     def _row(self, cls, g, group, row):
         lr, wd = self._common(cls, g, group, row)
         row[_COL["l2"]] = wd
-        row[_COL["mu"]] = _number(cls, f"param_groups[{g}]['momentum']", group["momentum"])
-        row[_COL["dampening"]] = _number(cls, f"param_groups[{g}]['dampening']",
-                                         group["dampening"])
+        _take(row, "mu", cls, g, group, "momentum")
+        _take(row, "dampening", cls, g, group, "dampening")
         row[_COL["beta1"]] = 1.0 if group["nesterov"] else 0.0      # the kernel's nesterov flag
 
 
@@ -331,7 +335,7 @@ class Adam(_Fused, torch.optim.Adam):
         beta1, beta2 = group["betas"]
         row[_COL["beta1"]] = _number(cls, f"param_groups[{g}]['betas'][0]", beta1)
         row[_COL["beta2"]] = _number(cls, f"param_groups[{g}]['betas'][1]", beta2)
-        row[_COL["eps"]] = _number(cls, f"param_groups[{g}]['eps']", group["eps"])
+        _take(row, "eps", cls, g, group, "eps")
         if group.get("decoupled_weight_decay"):
             row[_COL["shrink"]] = 1.0 - lr * wd
         else:
@@ -366,8 +370,8 @@ class Adagrad(_Fused, torch.optim.Adagrad):
     def _row(self, cls, g, group, row):
         lr, wd = self._common(cls, g, group, row)
         row[_COL["l2"]] = wd
-        row[_COL["eps"]] = _number(cls, f"param_groups[{g}]['eps']", group["eps"])
-        row[_COL["decay"]] = _number(cls, f"param_groups[{g}]['lr_decay']", group["lr_decay"])
+        _take(row, "eps", cls, g, group, "eps")
+        _take(row, "decay", cls, g, group, "lr_decay")
 
 
 class RMSprop(_Fused, torch.optim.RMSprop):
@@ -391,6 +395,6 @@ class RMSprop(_Fused, torch.optim.RMSprop):
     def _row(self, cls, g, group, row):
         lr, wd = self._common(cls, g, group, row)
         row[_COL["l2"]] = wd
-        row[_COL["eps"]] = _number(cls, f"param_groups[{g}]['eps']", group["eps"])
-        row[_COL["decay"]] = _number(cls, f"param_groups[{g}]['alpha']", group["alpha"])
-        row[_COL["mu"]] = _number(cls, f"param_groups[{g}]['momentum']", group["momentum"])
+        _take(row, "eps", cls, g, group, "eps")
+        _take(row, "decay", cls, g, group, "alpha")
+        _take(row, "mu", cls, g, group, "momentum")
