@@ -35,7 +35,12 @@ CONFIGS = [
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw, _ in CONFIGS]
 
 # The bound the tests hold: max over tensors of max|a - b| / max|b| after 200 steps (see README).
-BOUND32 = 1e-6
+# In float32 two implementations of one formula that differ in a last bit now and then (torch's
+# vectorized sqrt is not always correctly rounded) drift apart through the momentum buffers by
+# up to float32's own error: measured up to 1.84e-6 on an AMD Zen 5 (AVX-512) with RMSprop,
+# momentum 0.9 and a cosine schedule, where torch's float32 itself is 4.6e-6 from float64.
+# test_as_accurate_as_torch holds the stronger, machine-independent claim.
+BOUND32 = 4e-6
 BOUND64 = 1e-14
 
 
@@ -129,6 +134,30 @@ def test_matches_torch_over_200_steps(name, kw, fused, kind):
             for k, st in sd["state"].items():
                 assert st.keys() == sd_ref["state"][k].keys()
                 assert float(st["step"]) == float(sd_ref["state"][k]["step"]) if "step" in st else True
+
+
+@pytest.mark.parametrize("name,kw,fused", CONFIGS, ids=IDS)
+def test_as_accurate_as_torch(name, kw, fused):
+    """Against the same update run in float64 on the same gradients, lt's float32 result is as
+    close as torch's own float32 result (a wrong formula or a missed rounding would be far off)."""
+    ref, mine, shadow = (mlp(d) for d in (torch.float32, torch.float32, torch.float64))
+    x, y = data("mlp", torch.float32)
+    opts = [getattr(torch.optim, name)(ref.parameters(), **kw), getattr(lt, name)(mine.parameters(), **kw),
+            getattr(torch.optim, name)(shadow.parameters(), **kw)]
+    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=200) for o in opts]
+    for t in range(200):
+        for o in opts:
+            o.zero_grad()
+        loss_of(ref, x, y, t, kw.get("maximize", False)).backward()
+        for p, q, r in zip(ref.parameters(), mine.parameters(), shadow.parameters()):
+            q.grad, r.grad = p.grad.clone(), p.grad.double()
+        for o in opts:
+            o.step()
+        for s in scheds:
+            s.step()
+    err_lt, err_torch = rel(mine.double(), shadow), rel(ref.double(), shadow)
+    assert 0 < err_torch < 1e-4                 # float32 is float32, and the runs are alike
+    assert err_lt <= 1.25 * err_torch + 1e-7, (err_lt, err_torch)
 
 
 @pytest.mark.parametrize("schedule", ["step", "cosine"])
