@@ -210,22 +210,25 @@ def batchnorm_backward(dout, cache):
 # the parameters calling the rules above.  They take what the fast ones accept (no validation,
 # no save/resume) and are an independent implementation of the same contract.
 
-NORM_BLOCK = 4096       # the global norm's blocks (per parameter), and eight lanes per block
+NORM_BLOCK = 4096       # the global norm's blocks (per parameter)
+NORM_LANES = 16         # and its independent sums per block
 
 
 def global_norm(grads):
     """The L2 norm of all gradients in lec6fast.optim's fixed order: each gradient in blocks of
-    NORM_BLOCK elements; in a block, element i goes to lane i % 8, each lane summed in order in
-    double, the lanes combined as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)); the blocks'
-    sums added in order (gradient by gradient), then the square root."""
+    NORM_BLOCK elements; in a block, element i goes to lane i % NORM_LANES, each lane summed in
+    order in double, the lanes then halved (lane j += lane j + w, for w = 8, 4, 2, 1); the
+    blocks' sums added in order (gradient by gradient), then the square root."""
     total = 0.0
     for g in grads:
         sq = g.astype(np.float64).ravel() ** 2
         for b in range(0, sq.size, NORM_BLOCK):
             block = sq[b:b + NORM_BLOCK]
-            lanes = [np.cumsum(block[j::8])[-1] if block[j::8].size else 0.0 for j in range(8)]
-            l0, l1, l2, l3, l4, l5, l6, l7 = (float(v) for v in lanes)
-            total += ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+            lanes = np.array([np.cumsum(block[j::NORM_LANES])[-1] if block[j::NORM_LANES].size
+                              else 0.0 for j in range(NORM_LANES)])
+            while lanes.size > 1:
+                lanes = lanes[:lanes.size // 2] + lanes[lanes.size // 2:]
+            total += float(lanes[0])
     return float(np.sqrt(total))
 
 
