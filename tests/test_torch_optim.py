@@ -37,10 +37,11 @@ IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw, _ in CONF
 # The bound the tests hold: max over tensors of max|a - b| / max|b| after 200 steps (see README).
 # In float32 two implementations of one formula that differ in a last bit now and then (torch's
 # vectorized sqrt is not always correctly rounded) drift apart through the momentum buffers by
-# up to float32's own error: measured up to 1.84e-6 on an AMD Zen 5 (AVX-512) with RMSprop,
-# momentum 0.9 and a cosine schedule, where torch's float32 itself is 4.6e-6 from float64.
-# test_as_accurate_as_torch holds the stronger, machine-independent claim.
-BOUND32 = 4e-6
+# up to float32's own error: measured up to 2.2e-6 on an AMD Zen 5 (AVX-512) with RMSprop,
+# momentum 0.9 (1.84e-6 under a cosine schedule), where torch's float32 itself is up to 4.9e-6
+# from float64; two float32 results each that far from float64 may be 1e-5 apart.
+# test_as_accurate_as_torch holds the sharper, machine-independent claim.
+BOUND32 = 1e-5
 BOUND64 = 1e-14
 
 
