@@ -349,3 +349,186 @@ def test_many_shapes_and_the_threaded_path(name, kw, fused, dtype):
         elif p.numel():
             assert ((p - q).abs().max() / q.abs().max()).item() <= (
                 BOUND32 if dtype == torch.float32 else BOUND64)
+
+
+def uncached(opt):
+    """opt with its step cache off: every step takes the checked path (today's reference)."""
+    opt._cached = lambda cls: None
+    return opt
+
+
+def two_optimizers(name, kw, dtype=torch.float32):
+    """An MLP in two groups under lt.<name>, twice: one optimizer caches, one checks each step."""
+    out = []
+    for make in (lambda o: o, uncached):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.LayerNorm(8),
+                          nn.Linear(8, 3)).to(dtype)
+        ps = list(m.parameters())
+        out.append((m, make(getattr(lt, name)([{"params": ps[:3]}, {"params": ps[3:]}], **kw))))
+    return out
+
+
+def same_bits(a, b):
+    return all(p.dtype == q.dtype and torch.equal(p.detach().reshape(-1).view(torch.uint8),
+                                                  q.detach().reshape(-1).view(torch.uint8))
+               for p, q in zip(a, b))
+
+
+# What a step's cache must see between steps: each event is applied to both models and
+# optimizers of two_optimizers() before the step.
+def _new_memory(m, o):
+    m[0].weight.data = m[0].weight.data.clone()         # p.data replaced: the same shape
+
+
+def _grad_none(m, o):
+    m[2].weight.grad = None                             # skipped, then back the next step
+
+
+def _reload(m, o):
+    buf = io.BytesIO()
+    torch.save(o.state_dict(), buf)
+    buf.seek(0)
+    o.load_state_dict(torch.load(buf, weights_only=True))
+
+
+def _state_by_hand(m, o):
+    st = o.state.get(m[2].bias)
+    for k, v in list((st or {}).items()):
+        st[k] = v.clone() if k != "step" else torch.tensor(float(v) + 5)
+
+
+def _step_by_hand(m, o):
+    st = o.state.get(m[4].weight) or {}
+    if "step" in st:
+        st["step"] = torch.tensor(float(st["step"]) + 7)
+
+
+def _lr(m, o):
+    o.param_groups[1]["lr"] *= 0.3
+
+
+def _lr_tensor(m, o):
+    o.param_groups[0]["lr"] = torch.tensor(o.param_groups[0]["lr"] * 0.5)
+
+
+def _same_grads_set(m, o):
+    for p in m.parameters():                            # in place: the same grad tensors
+        p.grad.mul_(0.5)
+
+
+def _grad_into_other_memory(m, o):
+    g = m[4].weight.grad
+    g.set_(g.clone())                                   # the same grad object, new memory
+
+
+def _state_tensor_moved(m, o):
+    for v in (o.state.get(m[0].bias) or {}).values():
+        if v.dim() > 0:
+            v.set_(v.clone())                           # the same state tensor, new memory
+
+
+def _new_group(m, o):
+    if len(o.param_groups) == 2:
+        extra = nn.Parameter(torch.ones(4, dtype=m[0].weight.dtype))
+        extra.grad = torch.full_like(extra, 0.25)
+        o.add_param_group({"params": [extra]})
+
+
+EVENTS = [None, _new_memory, None, _grad_none, None, _reload, None, _state_by_hand, None,
+          _step_by_hand, None, _lr, None, _lr_tensor, None, _same_grads_set, None,
+          _grad_into_other_memory, None, _state_tensor_moved, None, _new_group, None, None]
+
+
+@pytest.mark.parametrize("name,kw,fused", CONFIGS, ids=IDS)
+def test_cached_steps_are_the_checked_steps(name, kw, fused, monkeypatch):
+    """The step's cache (the numpy views, the plan, the checks it skips) gives the bits of the
+    checked path through everything that may change between steps: new gradients each step
+    (zero_grad's default), p.data replaced, a gradient gone and back, load_state_dict, state
+    tensors set by hand or moved, lr changed (a number, a tensor), a new param group."""
+    (m, o), (m_ref, o_ref) = two_optimizers(name, kw)
+    sched = [torch.optim.lr_scheduler.StepLR(x, step_size=4, gamma=0.5) for x in (o, o_ref)]
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(2))
+    checked, full = [], type(o)._checked
+    monkeypatch.setattr(type(o), "_checked",
+                        lambda self, cls: checked.append(self is o) or full(self, cls))
+    for t, event in enumerate(EVENTS):
+        for mm, oo in ((m, o), (m_ref, o_ref)):
+            oo.zero_grad(set_to_none=event is not _same_grads_set)
+            if event is not _same_grads_set:
+                mm(x).square().mean().backward()
+            if event is not None:
+                event(mm, oo)
+            oo.step()
+        for s in sched:
+            s.step()
+        assert same_bits(m.parameters(), m_ref.parameters()), (t, event)
+        assert same_bits(*([v for st in oo.state.values() for v in st.values()]
+                           for oo in (o, o_ref))), (t, event)
+    # the cache was used: after the first step, only the events that change what it keeps
+    # go through the checks again (the gradient's return, a moved tensor, new ones)
+    assert checked.count(True) <= 11 < len(EVENTS)
+
+
+def test_cached_steps_refuse_as_the_checked_steps():
+    """Once the cache is warm, what the checks refuse is still refused, with the same message,
+    and the refused step changes nothing (the parameters, the state, the step counters)."""
+    def changes(m, o):
+        w = m[0].weight
+        yield TypeError, "float64 but had float32", lambda: (
+            setattr(w, "data", w.data.double()), setattr(w, "grad", w.grad.double()))
+        yield ValueError, "gradient .*must match", lambda: setattr(w, "data", w.data.double())
+        yield ValueError, "not contiguous", lambda: setattr(w, "data", torch.empty(6, 8).t())
+        yield ValueError, "gradient .*sparse", lambda: setattr(w, "grad", w.grad.to_sparse())
+        yield ValueError, "gradient .*not contiguous", lambda: setattr(
+            w, "grad", torch.ones(8, 12)[:, ::2])
+        yield ValueError, "shares memory", lambda: setattr(w, "grad", w.detach())
+        yield ValueError, r"state\['exp_avg'\] .* shape \(3,\)", lambda: o.state[w].__setitem__(
+            "exp_avg", torch.zeros(3))
+        yield NotImplementedError, "capturable", lambda: o.param_groups[0].__setitem__(
+            "capturable", True)
+        yield TypeError, "real number", lambda: o.param_groups[0].__setitem__("lr", "fast")
+    for i in range(9):
+        (m, o), _ = two_optimizers("Adam", dict(lr=1e-2))
+        x = torch.randn(5, 6)
+        for _ in range(3):          # warm: the cache holds the views and the plan
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+        assert o._fast is not None
+        error, match, change = list(changes(m, o))[i]
+        before = {id(p): p.detach().clone() for p in m.parameters()}
+        state = [{k: v.clone() for k, v in st.items()} for st in o.state.values()]
+        change()
+        with pytest.raises(error, match=match):
+            o.step()
+        for p in m.parameters():
+            if p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous():
+                assert torch.equal(p, before[id(p)]) or p is m[0].weight, match
+        for st, was in zip(o.state.values(), state):
+            assert float(st["step"]) == float(was["step"]) == 3, match
+
+
+def test_a_hyperparameter_that_replaces_a_tensor_is_seen():
+    """A hyperparameter's __float__ may run Python: the cache reads the hyperparameters before
+    it checks the tensors, so a tensor replaced there is the one updated."""
+    class Lr(float):
+        armed = None
+
+        def __float__(self):
+            if Lr.armed is not None:
+                w, Lr.armed = Lr.armed, None
+                w.data = w.data.clone()
+            return float.__float__(self)
+    runs = []
+    for opt in two_optimizers("SGD", dict(lr=Lr(0.1), momentum=0.9)):
+        m, o = opt
+        x = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
+        for t in range(4):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            if t == 2:
+                Lr.armed = m[0].weight
+            o.step()
+        runs.append(m)
+    assert same_bits(runs[0].parameters(), runs[1].parameters())

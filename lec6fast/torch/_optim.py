@@ -14,9 +14,14 @@ src/_updates.pyx.  Supported: CPU, dense, contiguous float32/float64 parameters 
 Anything else is refused with ValueError (the tensors) or NotImplementedError (the options)
 naming the parameter, never computed differently.  foreach and fused are accepted and ignored
 (the step is always lec6fast's fused kernel).
+
+A step whose parameters, gradients and state are laid out as at the last step reuses what that
+step checked and bound (_Fused._cached); anything else takes the full checks again.
 """
 
 import weakref
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
 
 import numpy as np
 import torch
@@ -55,6 +60,54 @@ def _take(row, column, cls, g, group, key):
     return value
 
 
+# The step's cache (see _Fused._cached) reads tensors with these C-level calls only: the tensors
+# are of exact torch types (checked first), so no Python of a subclass runs between its checks
+# and the kernel.
+_GRAD, _SHAPE, _DTYPE = attrgetter("grad"), attrgetter("shape"), attrgetter("dtype")
+_LAYOUT, _IS_CPU = attrgetter("layout"), attrgetter("is_cpu")
+# what a parameter's kept numpy view depends on (its type is checked with its group's)
+_VIEWED = (_LAYOUT, torch.Tensor.data_ptr, _SHAPE, torch.Tensor.stride, _DTYPE, _IS_CPU)
+_BOUND = (type, torch.Tensor.data_ptr)      # a state tensor bound to a plan (as _plan checks)
+_COUNTER = (type, torch.Tensor.data_ptr, _SHAPE, _DTYPE)    # a step counter's kept view
+_EXACT = (torch.Tensor, torch.nn.Parameter)
+
+
+def _snapshot(ts, reads):
+    """What _unchanged() compares: the tensors themselves and what each read gives now."""
+    return ts, reads, [list(map(f, ts)) for f in reads]
+
+
+def _unchanged(ts, snapshot):
+    """Whether ts are the very tensors of the snapshot and read as they did then."""
+    was, reads, values = snapshot
+    return (len(ts) == len(was) and all(map(is_, ts, was))
+            and all(list(map(f, ts)) == v for f, v in zip(reads, values)))
+
+
+def _grad_views(grads, shapes, dtypes):
+    """The gradients' numpy views if each is what step()'s checks accept (a dense, contiguous
+    CPU torch.Tensor of its parameter's shape and dtype), else None."""
+    if (all(map(is_, map(type, grads), repeat(torch.Tensor)))
+            and all(map(is_, map(_LAYOUT, grads), repeat(torch.strided)))
+            and all(map(_IS_CPU, grads)) and list(map(_SHAPE, grads)) == shapes
+            and list(map(_DTYPE, grads)) == dtypes and all(map(torch.Tensor.is_contiguous, grads))):
+        if any(map(attrgetter("requires_grad"), grads)):        # (backward(create_graph=True))
+            grads = map(torch.Tensor.detach, grads)
+        return list(map(torch.Tensor.numpy, grads))
+    return None
+
+
+def _own_counters(steps, written):
+    """Whether the step counters can be read and written through numpy views of them: 0-d CPU
+    float tensors, each alone in its memory (not a view of another counter or of a tensor the
+    kernel writes, so writing t + 1 after the kernel is what torch's += 1 does)."""
+    if not all(type(s) is torch.Tensor and s.dim() == 0 and s.is_cpu and s.dtype in _DTYPES
+               and s.untyped_storage().nbytes() == s.element_size() for s in steps):
+        return False
+    ptrs = set(map(torch.Tensor.data_ptr, steps))
+    return len(ptrs) == len(steps) and ptrs.isdisjoint(map(torch.Tensor.data_ptr, written))
+
+
 def _values(steps):
     """The numbers in a list of 0-d step tensors (or numbers), in one read where they allow."""
     try:
@@ -74,6 +127,7 @@ class _Fused:
         # grad_scale/found_inf (the fused torch optimizers' shortcut).
         self._step_supports_amp_scaling = False
         self._plans = {}
+        self._fast = None           # what the last checked step relied on (see _cached)
         self._owned = {}            # id -> weakref of the state tensors this optimizer made
         for g, group in enumerate(self.param_groups):
             self._check_options(g, group)
@@ -141,6 +195,38 @@ class _Fused:
         if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
             raise NotImplementedError(f"{cls}: grad_scale/found_inf are not supported; let "
                                       f"GradScaler unscale the gradients (its default path)")
+        work = self._cached(cls)
+        if work is None:
+            work = self._checked(cls)
+        for plan, params, grads, table, steps, views, dicts, tensors in work.values():
+            col = table[:, _COL["t"]]
+            if steps:               # torch's step counters, + 1 (stored after the update)
+                col[:] = _values(steps) if views is None else np.array(views)
+                col += 1
+            plan.step(params, grads, table, 0.0, -1.0)
+            if views is not None:   # (t + 1 in double, rounded once to the counter's dtype)
+                list(map(np.ndarray.__setitem__, views, repeat(()), col.tolist()))
+                torch.autograd.graph.increment_version(steps)
+            elif steps and all(type(t) is torch.Tensor for t in steps):
+                torch._foreach_add_(steps, 1.0)
+            else:
+                for st in dicts:
+                    if "step" in st:
+                        st["step"] += 1
+            # The kernel wrote through .numpy(): tell autograd, as an in-place op would.
+            torch.autograd.graph.increment_version(tensors)
+        return loss
+
+    def _base(self, cls, g, group):
+        """The row of param_groups[g]'s hyperparameters (before the per-parameter columns)."""
+        base = list(_ROW)
+        self._row(cls, g, group, base)
+        return base
+
+    def _checked(self, cls):
+        """The step's work, {rule: (plan, params, grads, table, steps, their views, state
+        dicts, param tensors)}, every tensor checked; remembers what it relied on for _cached()."""
+        self._fast = None
         # Everything checked and every row computed first; the state's `step` counters are
         # advanced only once their parameters' update has run (a refusal changes nothing).
         work = {}   # rule -> (params, grads, states, rows, param tensors, state keys, state dicts)
@@ -153,8 +239,7 @@ class _Fused:
                 if grad is None:
                     continue
                 if base is None:
-                    base = list(_ROW)
-                    self._row(cls, g, group, base)
+                    base = self._base(cls, g, group)
                 self._check_tensor(cls, "the parameter", p, g, i, p)
                 self._check_tensor(cls, "the gradient", grad, g, i, p)
                 if grad.dtype != p.dtype or grad.shape != p.shape:
@@ -178,23 +263,108 @@ class _Fused:
                 w[4].append(p)
                 w[5].append(keys)
                 w[6].append(state)
+        out = {}
         for rule, (params, grads, states, rows, tensors, keys, dicts) in work.items():
             plan = self._plan(rule, tensors, params, states, keys)
-            table = np.array(rows, dtype=np.float64)
             steps = [st["step"] for st in dicts] if self._counts_steps else []
-            if steps:               # torch's step counters, + 1 (stored after the update)
-                table[:, _COL["t"]] = _values(steps)
-                table[:, _COL["t"]] += 1
-            plan.step(params, grads, table, 0.0, -1.0)
-            if steps and all(type(t) is torch.Tensor for t in steps):
-                torch._foreach_add_(steps, 1.0)
-            else:
-                for st in dicts:
-                    if "step" in st:
-                        st["step"] += 1
-            # The kernel wrote through .numpy(): tell autograd, as an in-place op would.
-            torch.autograd.graph.increment_version(tensors)
-        return loss
+            out[rule] = (plan, params, grads, np.array(rows, dtype=np.float64), steps, None,
+                         dicts, tensors)
+        self._fast = self._remember(out)
+        return out
+
+    def _remember(self, work):
+        """What _cached() checks at the next steps, read after the last Python the step runs
+        before its kernel (a hyperparameter's __float__ in _checked() might have replaced a
+        tensor already viewed); None where a read could run Python (a subclass's) or the step
+        counters are not tensors (torch's fallback, stepped through the dicts)."""
+        groups, active, layouts = [], {}, {}
+        for group in self.param_groups:
+            params = list(group["params"])
+            if not all(type(p) in _EXACT for p in params):
+                return None
+            layout = self._layout(group)
+            mask = list(map(is_not, map(_GRAD, params), repeat(None)))
+            groups.append((params, list(map(type, params)), layout, mask))
+            if any(mask):
+                active.setdefault(layout[0], []).extend(compress(params, mask))
+                layouts[layout[0]] = layout
+        if list(active) != list(work):
+            return None
+        rules = {}
+        for rule, (plan, _, _, _, steps, _, dicts, tensors) in work.items():
+            if len(tensors) != len(active[rule]) or not all(map(is_, tensors, active[rule])):
+                return None
+            keys = layouts[rule][1]
+            bound = [list(map(dict.get, dicts, repeat(k))) for k in keys]
+            if not all(type(t) is torch.Tensor for ts in bound for t in ts):
+                return None
+            state = None
+            if keys:
+                state = (_snapshot(dicts, ()),
+                         [(k, _snapshot(ts, _BOUND)) for k, ts in zip(keys, bound)])
+            if steps and not _own_counters(steps, tensors + [t for ts in bound for t in ts]):
+                return None
+            rules[rule] = (plan, [p.detach().numpy() for p in tensors], _snapshot(tensors, _VIEWED),
+                           state, _snapshot(steps, _COUNTER),
+                           [s.numpy() for s in steps] if steps else None)
+        return groups, rules
+
+    def _cached(self, cls):
+        """The step's work as _checked() would make it, from what _remember() kept, or None
+        where anything it relied on differs: the groups (their parameters, layouts and which
+        parameters have a gradient), each parameter's memory and layout (its numpy view is
+        kept), the state dicts, state tensors and step counters (by identity, and the state
+        tensors' addresses the plan is bound to).  The gradients are checked and viewed anew."""
+        if self._fast is None:
+            return None
+        groups, rules = self._fast
+        if len(self.param_groups) != len(groups):
+            return None
+        try:    # the hyperparameters first: the only reads that may run Python (__float__)
+            bases = [self._base(cls, g, group) if any(mask) else None
+                     for g, (group, (_, _, _, mask)) in enumerate(zip(self.param_groups, groups))]
+            layouts = [self._layout(group) for group in self.param_groups]
+            lists = [group["params"] for group in self.param_groups]
+        except Exception:           # (_checked() raises it, after what it checks first)
+            return None
+        found = {}                  # rule -> (gradients, group rows, parameters per row)
+        for group, base, layout, ps, (params, types, was, mask) in zip(
+                self.param_groups, bases, layouts, lists, groups):
+            if (group.get("capturable") or group.get("differentiable") or layout != was
+                    or type(ps) is not list or len(ps) != len(params)
+                    or not all(map(is_, ps, params)) or list(map(type, ps)) != types):
+                return None
+            grads = list(map(_GRAD, ps))
+            if list(map(is_not, grads, repeat(None))) != mask:
+                return None
+            if base is not None:
+                f = found.setdefault(layout[0], ([], [], []))
+                f[0].extend(compress(grads, mask))
+                f[1].append(base)
+                f[2].append(sum(mask))
+        work = {}
+        for rule, (grads, bases, counts) in found.items():
+            plan, params, viewed, state, stepped, views = rules[rule]
+            tensors, _, (_, _, shapes, _, dtypes, _) = viewed
+            if not _unchanged(tensors, viewed):
+                return None
+            grads = _grad_views(grads, shapes, dtypes)
+            if grads is None:
+                return None
+            dicts, steps = [], []
+            if state is not None:
+                dicts = list(map(self.state.get, tensors))
+                if not (_unchanged(dicts, state[0]) and all(
+                        _unchanged(list(map(dict.get, dicts, repeat(k))), bound)
+                        for k, bound in state[1])):
+                    return None
+            if self._counts_steps:
+                steps = list(map(dict.get, dicts, repeat("step")))
+                if not _unchanged(steps, stepped):
+                    return None
+            table = np.repeat(np.array(bases, dtype=np.float64), counts, axis=0)
+            work[rule] = (plan, params, grads, table, steps, views, dicts, tensors)
+        return work
 
     def _state_tensor(self, cls, p, t, key):
         """t, the state[key] of p, or ValueError."""
@@ -254,11 +424,13 @@ class _Fused:
         super().__setstate__(state)         # (unpickling or copy.deepcopy: what torch keeps)
         self._step_supports_amp_scaling = False
         self._plans = {}
+        self._fast = None
         self._owned = {}
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._plans.clear()         # the state tensors are new: copy and bind at the next step
+        self._fast = None
 
     def _init_state(self, p, group, state):
         """torch's lazy state of a parameter's first step (zeros); whether it was made."""
