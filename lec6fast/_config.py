@@ -46,7 +46,7 @@ def config_lines():
         f"                      (CPU supports {', '.join(c['cpu_simd_levels'])}; "
         f"this build has {', '.join(c['built_simd_levels'])})",
         f"  threads           : {c['num_threads']} of at most {c['max_threads']}, {c['threads']} "
-        f"({c['pool']['workers']} workers started)",
+        f"({c['pool']['workers']} workers started, {c['pool']['late']} calls late)",
         f"                      arrays split from {min(sizes)} to {max(sizes)} elements on, "
         f"by kernel and dtype",
     ]

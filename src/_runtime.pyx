@@ -43,6 +43,12 @@ cdef extern from *:
     int lec6_pool_has_threads()
     int64_t lec6_pool_stat_jobs "LEC6_LOAD(&lec6_p.stats_jobs.v)"
     int64_t lec6_pool_stat_worker_chunks "LEC6_LOAD(&lec6_p.stats_chunks_by_workers.v)"
+    int64_t lec6_pool_stat_late "LEC6_LOAD(&lec6_p.stats_late.v)"
+    long long lec6_delay_ns "lec6_p.delay_ns"
+    long long lec6_serial_until "lec6_p.serial_until"
+    long long lec6_last_end "lec6_p.last_end"
+    long long lec6_backoff_ns "lec6_p.backoff_ns"
+    long long lec6_now_ns()
     void lec6_pool_set_hold "LEC6_STORE_HOLD"(int hold)
     long long lec6_spin_ns "lec6_p.spin_ns"
     long long lec6_hot_spin_ns "lec6_p.hot_spin_ns"
@@ -87,9 +93,11 @@ def shutdown():
 
 def pool_stats():
     """{'workers': alive, 'jobs': jobs run on several threads, 'worker_chunks': chunks the
-    workers ran}: for the tests and `lec6fast config`."""
+    workers ran, 'late': jobs whose caller waited far longer for a worker's chunk than a chunk
+    takes (each sends the next jobs of a few milliseconds to their callers alone)}: for the
+    tests and `lec6fast config`."""
     return {"workers": lec6_pool_workers(), "jobs": lec6_pool_stat_jobs,
-            "worker_chunks": lec6_pool_stat_worker_chunks}
+            "worker_chunks": lec6_pool_stat_worker_chunks, "late": lec6_pool_stat_late}
 
 
 def _hold_workers(bint hold):
@@ -125,3 +133,23 @@ def _set_spin_us(double us, hot_us=None):
 def _get_spin_us():
     """(spin, hot spin) in microseconds."""
     return lec6_spin_ns / 1000.0, lec6_hot_spin_ns / 1000.0
+
+
+def _delay_workers(double us):
+    """Tests only: a worker sleeps `us` microseconds inside the first chunk it takes of each
+    job, as a worker preempted mid-chunk would (0 lifts it)."""
+    global lec6_delay_ns
+    lec6_delay_ns = <long long>(us * 1000)
+
+
+def _forget_late():
+    """Tests only: end the serial period that a late job started, and forget its length."""
+    global lec6_serial_until, lec6_last_end, lec6_backoff_ns
+    lec6_serial_until = 0
+    lec6_last_end = 0
+    lec6_backoff_ns = 0
+
+
+def _serial_us_left():
+    """Tests only: how much longer jobs run serially after a late job (0: they do not)."""
+    return max(0.0, (lec6_serial_until - lec6_now_ns()) / 1000.0) if lec6_serial_until else 0.0

@@ -19,6 +19,14 @@
  *     sleeping workers it needs.  Workers beyond the thread setting sleep until it rises.
  *   - Workers run each job under the caller's floating-point mode (MXCSR on x86, FPCR on arm64):
  *     flush-to-zero set by the caller (torch.set_flush_denormal) applies to every chunk.
+ *   - A worker that is preempted while it runs a chunk (by the host of a virtual machine, whose
+ *     steal time the guest cannot see, or by a busier process) makes the caller wait for it.
+ *     When that wait is far longer than a chunk takes, the job was "late": the following jobs
+ *     run serially on their callers for twice that wait (at least 2 ms), a period doubled
+ *     while late jobs keep coming within one period after the last one ended (at most 1 s):
+ *     a passing hiccup costs one short serial period, a machine that keeps taking the
+ *     workers' cores ends up serial but for a job a second, instead of a wait at every call.
+ *     Results do not change: chunks never depend on the thread count.
  *   - Workers are created lazily, at most LEC6_MAX_THREADS - 1; a failed creation means fewer
  *     participants, never an error.  After fork() the child forgets the parent's workers and
  *     creates its own on its first job.  While one caller runs a job, a call from another
@@ -142,7 +150,11 @@ static struct {
     lec6_word asleep[LEC6_MAX_THREADS]; /* worker w sleeps (or is about to) on wake[w] */
     lec6_word caller_asleep;            /* the caller sleeps until done == nchunks */
     lec6_word stop_from;                /* workers with index >= this exit (at shutdown) */
-    lec6_word stats_jobs, stats_chunks_by_workers;
+    lec6_word stats_jobs, stats_chunks_by_workers, stats_late;
+    int64_t serial_until;               /* after a late job: jobs run serially until then (ns) */
+    int64_t last_end;                   /* when the last such period ended (or ends) */
+    int64_t backoff_ns;                 /* its length, doubled while late jobs keep coming */
+    int64_t delay_ns;                   /* tests: a worker sleeps this long in its first chunk */
     lec6_word hold;                     /* tests: workers take no chunk while this is set */
     int refuse_from;                    /* tests: creating worker >= this fails (0: never) */
     lec6_word threads;                  /* the setting: lec6fast.set_num_threads (atomic:
@@ -167,6 +179,10 @@ static struct {
 #define LEC6_CALLER_SPINS 2000          /* pause instructions before a waiting caller sleeps */
 #define LEC6_DEFAULT_SPIN_NS 300000     /* an idle worker spins this long, then sleeps */
 #define LEC6_DEFAULT_HOT_SPIN_NS 20000  /* the first part without yielding the core */
+#define LEC6_LATE_NS 50000              /* a wait beyond this (and 4 of the caller's chunks) */
+#define LEC6_LATE_FACTOR 2              /* serial for this many times the wait, ... */
+#define LEC6_BACKOFF_MIN_NS 2000000     /* ... at least this, doubled while late jobs recur, ... */
+#define LEC6_BACKOFF_MAX_NS 1000000000  /* ... at most this */
 
 /* ---------------------------------------------------------------- platform glue */
 #if defined(LEC6_PTHREADS)
@@ -177,7 +193,12 @@ static int64_t lec6_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 #  define LEC6_YIELD() sched_yield()
-static void lec6_nap(void) { struct timespec ts = {0, 100000}; nanosleep(&ts, NULL); }
+static void lec6_sleep_ns(int64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    nanosleep(&ts, NULL);
+}
+static void lec6_nap(void) { lec6_sleep_ns(100000); }
 #  define LEC6_LOCK() pthread_mutex_lock(&lec6_p.lock)
 #  define LEC6_UNLOCK() pthread_mutex_unlock(&lec6_p.lock)
 #  define LEC6_WAIT(cv) pthread_cond_wait(&lec6_p.cv, &lec6_p.lock)
@@ -194,12 +215,15 @@ static int64_t lec6_now_ns(void)
     return (int64_t)((double)t.QuadPart * 1e9 / (double)freq.QuadPart);
 }
 #  define LEC6_YIELD() SwitchToThread()
+static void lec6_sleep_ns(int64_t ns) { Sleep((DWORD)((ns + 999999) / 1000000)); }
 static void lec6_nap(void) { Sleep(1); }
 #  define LEC6_LOCK() AcquireSRWLockExclusive(&lec6_p.lock)
 #  define LEC6_UNLOCK() ReleaseSRWLockExclusive(&lec6_p.lock)
 #  define LEC6_WAIT(cv) SleepConditionVariableSRW(&lec6_p.cv, &lec6_p.lock, INFINITE, 0)
 #  define LEC6_BROADCAST(cv) WakeAllConditionVariable(&lec6_p.cv)
 #  define LEC6_SIGNAL(cv) WakeConditionVariable(&lec6_p.cv)
+#else   /* no threads: nothing waits, so nothing is ever late */
+static int64_t lec6_now_ns(void) { return 0; }
 #endif
 
 /* ---------------------------------------------------------------- claiming and running chunks */
@@ -253,6 +277,10 @@ static int64_t lec6_take_part(int me, uint64_t gen, int parts, uint64_t *fpmode)
                     *fpmode = lec6_p.fpmode;
                     LEC6_SET_FPMODE(*fpmode);
                 }
+#if !defined(LEC6_NO_THREADS)
+                if (me != 0 && lec6_p.delay_ns > 0)
+                    lec6_sleep_ns(lec6_p.delay_ns);     /* tests: preempted in its chunk */
+#endif
             }
             fn(ctx, c);
             ran++;
@@ -441,6 +469,12 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         lec6_p.workers++;
     if (parts > lec6_p.workers + 1)
         parts = lec6_p.workers + 1;     /* could not start them all: fewer threads */
+    if (parts > 1 && lec6_p.serial_until) {    /* a recent job was late (see the top) */
+        if (lec6_now_ns() < lec6_p.serial_until)
+            parts = 1;
+        else
+            lec6_p.serial_until = 0;
+    }
     if (parts <= 1) {
         lec6_release();
         return lec6_run_serial(fn, ctx, nchunks);
@@ -470,8 +504,10 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         }
     }
 
+    int64_t t0 = lec6_now_ns();
     int64_t mine = lec6_take_part(0, gen, (int)parts, NULL);
     if ((int64_t)LEC6_ADD(&lec6_p.done.v, (uint64_t)mine) != nchunks) {
+        int64_t t1 = lec6_now_ns();
         /* Only chunks that workers claimed, i.e. are running, are left: wait for them, briefly
          * spinning, then asleep so that a preempted worker can have this core. */
         int k;
@@ -484,6 +520,16 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
                 LEC6_WAIT(finished);
             LEC6_STORE(&lec6_p.caller_asleep.v, 0);
             LEC6_UNLOCK();
+        }
+        int64_t now = lec6_now_ns(), waited = now - t1;
+        /* late: the wait is far beyond what the chunks in progress should take */
+        if (waited > LEC6_LATE_NS + 4 * (t1 - t0) / (mine > 0 ? mine : 1)) {
+            int64_t b = now - lec6_p.last_end < lec6_p.backoff_ns ? 2 * lec6_p.backoff_ns : 0;
+            b = b < LEC6_BACKOFF_MIN_NS ? LEC6_BACKOFF_MIN_NS : b;
+            b = b < LEC6_LATE_FACTOR * waited ? LEC6_LATE_FACTOR * waited : b;
+            lec6_p.backoff_ns = b < LEC6_BACKOFF_MAX_NS ? b : LEC6_BACKOFF_MAX_NS;
+            lec6_p.serial_until = lec6_p.last_end = now + lec6_p.backoff_ns;
+            LEC6_ADD(&lec6_p.stats_late.v, 1);
         }
     }
     LEC6_ADD(&lec6_p.stats_jobs.v, 1);

@@ -58,8 +58,10 @@ def every_kernel_call(seed=0, n=N, dtype=np.float32):
 @pytest.fixture
 def threads():
     saved = lec6fast.get_num_threads()
+    _runtime._forget_late()         # a late job of an earlier test would make calls serial
     yield lec6fast.set_num_threads
     lec6fast.set_num_threads(saved)
+    _runtime._forget_late()
 
 
 # ---------------------------------------------------------------- the caller never waits
@@ -76,6 +78,7 @@ def test_calls_complete_on_the_caller_while_the_workers_cannot_run(threads):
         threads(nt)
         for name, call in calls:
             call()                          # the workers exist and have run
+        _runtime._forget_late()             # (held workers are never late: nothing waits)
         before = _runtime.pool_stats()
         _runtime._hold_workers(True)
         try:
@@ -99,6 +102,43 @@ def test_workers_take_part_on_an_idle_machine(threads):
     assert np.all(x == -50.0)
     # 50 calls of 1024 chunks: a worker that never once got a core would be a broken pool
     assert _runtime.pool_stats()["worker_chunks"] > before
+
+
+def test_a_worker_stalled_in_its_chunk_sends_the_next_calls_to_the_caller(threads):
+    """A worker that stalls inside a chunk (its core taken, e.g. a virtual machine's vCPU
+    preempted by the host) makes its job late: the caller waits for that chunk once, then runs
+    the next calls alone for a while, with the same bits; after that the workers take part."""
+    threads(2)
+    x, g = np.zeros(1 << 20, np.float32), np.ones(1 << 20, np.float32)
+    calls = 0
+
+    def call():
+        nonlocal calls
+        lec6fast.sgd_(x, g, lr=1.0)
+        calls += 1
+    call()                                  # the worker exists
+    before = _runtime.pool_stats()
+    _runtime._forget_late()
+    _runtime._delay_workers(100_000)        # a worker sleeps 100 ms in the first chunk it takes
+    # (the late job's serial period is then 2 x 100 ms)
+    try:
+        while _runtime.pool_stats()["late"] == before["late"] and calls < 50:
+            call()                          # (a worker may wake after the chunks are gone)
+        late = _runtime.pool_stats()
+        for _ in range(5):
+            call()
+        left = _runtime._serial_us_left()
+        after = _runtime.pool_stats()
+    finally:
+        _runtime._delay_workers(0)
+        _runtime._forget_late()
+    assert late["late"] == before["late"] + 1, (before, late)
+    assert left > 0, "the 5 calls took longer than the serial period (a stalled test machine)"
+    assert after["jobs"] == late["jobs"] and after["worker_chunks"] == late["worker_chunks"]
+    for _ in range(50):
+        call()
+    assert _runtime.pool_stats()["worker_chunks"] > after["worker_chunks"]
+    assert np.all(x == -float(calls))
 
 
 def _spin(stop):
