@@ -230,12 +230,15 @@ x, g = np.linspace(-1, 1, 1 << 21), np.full(1 << 21, 0.5)
 want = x.copy()
 for refuse_from, workers in ((1, 0), (2, 1)):    # no worker at all, then one and no more
     _runtime._refuse_workers_from(refuse_from)
-    for _ in range(3):
+    for calls in range(1, 201):
         lec6fast.sgd_(x, g, lr=0.5)
         reference.sgd_(want, g, lr=0.5)
+        # (on a loaded machine the one worker may need a few calls to get a core)
+        if calls >= 3 and (workers == 0 or _runtime.pool_stats()["worker_chunks"] > 0):
+            break
     assert x.tobytes() == want.tobytes()
     assert _runtime.pool_stats()["workers"] == workers, _runtime.pool_stats()
-assert _runtime.pool_stats()["worker_chunks"] > 0
+assert _runtime.pool_stats()["worker_chunks"] > 0, _runtime.pool_stats()
 print("ok")
 """
 
