@@ -150,6 +150,12 @@ def _forget_late():
     lec6_backoff_ns = 0
 
 
-def _serial_us_left():
-    """Tests only: how much longer jobs run serially after a late job (0: they do not)."""
-    return max(0.0, (lec6_serial_until - lec6_now_ns()) / 1000.0) if lec6_serial_until else 0.0
+def _now_ns():
+    """Tests only: the pool's clock (monotonic nanoseconds)."""
+    return lec6_now_ns()
+
+
+def _serial_until_ns():
+    """Tests only: on the pool's clock, when the serial period of the last late job ends (0:
+    none is running)."""
+    return lec6_serial_until

@@ -120,21 +120,26 @@ def test_a_worker_stalled_in_its_chunk_sends_the_next_calls_to_the_caller(thread
     before = _runtime.pool_stats()
     _runtime._forget_late()
     _runtime._delay_workers(100_000)        # a worker sleeps 100 ms in the first chunk it takes
-    # (the late job's serial period is then 2 x 100 ms)
+    start = _runtime._now_ns()              # (the pool's clock)
     try:
         while _runtime.pool_stats()["late"] == before["late"] and calls < 50:
             call()                          # (a worker may wake after the chunks are gone)
         late = _runtime.pool_stats()
+        until = _runtime._serial_until_ns()
+        within = []                         # (stats before, after) of calls ended before `until`
         for _ in range(5):
+            was = _runtime.pool_stats()
             call()
-        left = _runtime._serial_us_left()
-        after = _runtime.pool_stats()
+            if _runtime._now_ns() < until:
+                within.append((was, _runtime.pool_stats()))
     finally:
         _runtime._delay_workers(0)
         _runtime._forget_late()
+    after = _runtime.pool_stats()
     assert late["late"] == before["late"] + 1, (before, late)
-    assert left > 0, "the 5 calls took longer than the serial period (a stalled test machine)"
-    assert after["jobs"] == late["jobs"] and after["worker_chunks"] == late["worker_chunks"]
+    assert until >= start + 100_000_000     # the late job itself ended after the 100 ms stall
+    for was, now in within:                 # every call of the serial period: the caller alone
+        assert now["jobs"] == was["jobs"] and now["worker_chunks"] == was["worker_chunks"]
     for _ in range(50):
         call()
     assert _runtime.pool_stats()["worker_chunks"] > after["worker_chunks"]

@@ -77,21 +77,27 @@ def rel(a, b):
                for p, q in zip(a.parameters(), b.parameters()))
 
 
-def run(name, kw, kind, dtype, extra, schedule=None, swap=None, steps=200):
+def run(name, kw, kind, dtype, extra, schedule=None, swap=None, steps=200, twin=False):
     """Train a reference model with torch.optim.<name>(**kw, **extra) and drive a copy with
     lt.<name>(**kw) on the reference's gradients (so the two differ by the optimizers' arithmetic
     only, not by the model's chaotic response to it).  swap: at the halfway step, move both
-    optimizers' state through a checkpoint into the other implementation.  Returns both models."""
+    optimizers' state through a checkpoint into the other implementation.  twin: also drive a
+    float64 copy with torch.optim.<name>(**kw) on the same gradients.  Returns both models, both
+    optimizers and the twin (or None)."""
     make = mlp if kind == "mlp" else cnn
     ref, mine = make(dtype), make(dtype)
     x, y = data(kind, dtype)
     opt_ref = getattr(torch.optim, name)(ref.parameters(), **kw, **extra)
     opt = getattr(lt, name)(mine.parameters(), **kw)
+    shadow = make(torch.float64) if twin else None
+    extra_opts = [getattr(torch.optim, name)(shadow.parameters(), **kw)] if twin else []
     scheds = []
     if schedule == "step":
-        scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=30, gamma=0.5) for o in (opt_ref, opt)]
+        scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=30, gamma=0.5)
+                  for o in [opt_ref, opt] + extra_opts]
     elif schedule == "cosine":
-        scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in (opt_ref, opt)]
+        scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps)
+                  for o in [opt_ref, opt] + extra_opts]
     for t in range(steps):
         if swap and t == steps // 2:
             buf_ref, buf = io.BytesIO(), io.BytesIO()
@@ -106,16 +112,19 @@ def run(name, kw, kind, dtype, extra, schedule=None, swap=None, steps=200):
             opt_ref, opt = new_ref, new
             for s, o in zip(scheds, (opt_ref, opt)):
                 s.optimizer = o
-        opt_ref.zero_grad()
-        opt.zero_grad()
+        for o in [opt_ref, opt] + extra_opts:
+            o.zero_grad()
         loss_of(ref, x, y, t, kw.get("maximize", False)).backward()
         for p, q in zip(ref.parameters(), mine.parameters()):
             q.grad = p.grad.clone()
-        opt_ref.step()
-        opt.step()
+        if twin:
+            for p, r in zip(ref.parameters(), shadow.parameters()):
+                r.grad = p.grad.double()
+        for o in [opt_ref, opt] + extra_opts:
+            o.step()
         for s in scheds:
             s.step()
-    return ref, mine, opt_ref, opt
+    return ref, mine, opt_ref, opt, shadow
 
 
 @pytest.mark.parametrize("name,kw,fused", CONFIGS, ids=IDS)
@@ -126,7 +135,7 @@ def test_matches_torch_over_200_steps(name, kw, fused, kind):
         runs += [({"fused": True}, torch.float32, BOUND32)] * fused + [({}, torch.float64, BOUND64)]
     for extra, dtype, bound in runs:
         if True:
-            ref, mine, opt_ref, opt = run(name, kw, kind, dtype, extra)
+            ref, mine, opt_ref, opt, _ = run(name, kw, kind, dtype, extra)
             assert rel(mine, ref) <= bound, (extra, dtype)
             assert all(a.dtype == dtype for a in mine.parameters())
             # the same state, by torch's keys
@@ -141,21 +150,7 @@ def test_matches_torch_over_200_steps(name, kw, fused, kind):
 def test_as_accurate_as_torch(name, kw, fused):
     """Against the same update run in float64 on the same gradients, lt's float32 result is as
     close as torch's own float32 result (a wrong formula or a missed rounding would be far off)."""
-    ref, mine, shadow = (mlp(d) for d in (torch.float32, torch.float32, torch.float64))
-    x, y = data("mlp", torch.float32)
-    opts = [getattr(torch.optim, name)(ref.parameters(), **kw), getattr(lt, name)(mine.parameters(), **kw),
-            getattr(torch.optim, name)(shadow.parameters(), **kw)]
-    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=200) for o in opts]
-    for t in range(200):
-        for o in opts:
-            o.zero_grad()
-        loss_of(ref, x, y, t, kw.get("maximize", False)).backward()
-        for p, q, r in zip(ref.parameters(), mine.parameters(), shadow.parameters()):
-            q.grad, r.grad = p.grad.clone(), p.grad.double()
-        for o in opts:
-            o.step()
-        for s in scheds:
-            s.step()
+    ref, mine, _, _, shadow = run(name, kw, "mlp", torch.float32, {}, "cosine", twin=True)
     err_lt, err_torch = rel(mine.double(), shadow), rel(ref.double(), shadow)
     assert 0 < err_torch < 1e-4                 # float32 is float32, and the runs are alike
     assert err_lt <= 1.25 * err_torch + 1e-7, (err_lt, err_torch)
@@ -166,7 +161,7 @@ def test_as_accurate_as_torch(name, kw, fused):
                                            CONFIGS[13]], ids=lambda c: str(c))
 def test_schedulers_and_checkpoint_swap(name, kw, fused, schedule):
     for swap in (False, True):
-        ref, mine, opt_ref, opt = run(name, kw, "mlp", torch.float32, {}, schedule, swap)
+        ref, mine, opt_ref, opt, _ = run(name, kw, "mlp", torch.float32, {}, schedule, swap)
         assert rel(mine, ref) <= BOUND32
         assert opt.param_groups[0]["lr"] == opt_ref.param_groups[0]["lr"] != kw["lr"]
 
