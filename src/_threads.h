@@ -21,11 +21,12 @@
  *     flush-to-zero set by the caller (torch.set_flush_denormal) applies to every chunk.
  *   - A worker that is preempted while it runs a chunk (by the host of a virtual machine, whose
  *     steal time the guest cannot see, or by a busier process) makes the caller wait for it.
- *     When that wait is far longer than a chunk takes, the job was "late": the following jobs
- *     run serially on their callers for twice that wait (at least 2 ms), a period doubled
- *     while late jobs keep coming within one period after the last one ended (at most 1 s):
- *     a passing hiccup costs one short serial period, a machine that keeps taking the
- *     workers' cores ends up serial but for a job a second, instead of a wait at every call.
+ *     When that wait is longer than the caller would have needed to run the workers' chunks
+ *     itself (plus 50 us), the job was "late": the following jobs run serially on their
+ *     callers for twice that wait (at least 2 ms), a period doubled while late jobs keep
+ *     coming within one period after the last one ended (at most 1 s): a passing hiccup
+ *     costs one short serial period, a machine that keeps taking the workers' cores ends up
+ *     serial but for a job a second, instead of a wait at every call.
  *     Results do not change: chunks never depend on the thread count.
  *   - Workers are created lazily, at most LEC6_MAX_THREADS - 1; a failed creation means fewer
  *     participants, never an error.  After fork() the child forgets the parent's workers and
@@ -179,7 +180,7 @@ static struct {
 #define LEC6_CALLER_SPINS 2000          /* pause instructions before a waiting caller sleeps */
 #define LEC6_DEFAULT_SPIN_NS 300000     /* an idle worker spins this long, then sleeps */
 #define LEC6_DEFAULT_HOT_SPIN_NS 20000  /* the first part without yielding the core */
-#define LEC6_LATE_NS 50000              /* a wait beyond this (and 4 of the caller's chunks) */
+#define LEC6_LATE_NS 50000              /* a wait beyond this (and the serial time) is late */
 #define LEC6_LATE_FACTOR 2              /* serial for this many times the wait, ... */
 #define LEC6_BACKOFF_MIN_NS 2000000     /* ... at least this, doubled while late jobs recur, ... */
 #define LEC6_BACKOFF_MAX_NS 1000000000  /* ... at most this */
@@ -522,8 +523,11 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
             LEC6_UNLOCK();
         }
         int64_t now = lec6_now_ns(), waited = now - t1;
-        /* late: the wait is far beyond what the chunks in progress should take */
-        if (waited > LEC6_LATE_NS + 4 * (t1 - t0) / (mine > 0 ? mine : 1)) {
+        /* Late: the caller waited longer than it would have taken to run the workers' chunks
+         * itself, at its own pace (the job ran slower than serially).  Chunk times vary (a
+         * chunk that faults in a 2 MiB huge page takes 100 us, its neighbours nothing), so
+         * the measure is the caller's whole share, not one chunk. */
+        if (waited > LEC6_LATE_NS + (mine > 0 ? (t1 - t0) * (nchunks - mine) / mine : 0)) {
             int64_t b = now - lec6_p.last_end < lec6_p.backoff_ns ? 2 * lec6_p.backoff_ns : 0;
             b = b < LEC6_BACKOFF_MIN_NS ? LEC6_BACKOFF_MIN_NS : b;
             b = b < LEC6_LATE_FACTOR * waited ? LEC6_LATE_FACTOR * waited : b;
