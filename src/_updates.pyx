@@ -378,8 +378,9 @@ _CONTRACT = """
     outputs are writeable and share no memory with any other argument.  Arithmetic is in
     the arrays' dtype.  Wrong dtype or a non-array raises TypeError; any other violation,
     or a hyperparameter outside its range, raises ValueError before anything is written.
-    The GIL is released; arrays above a size threshold are split across the threads set by
-    lec6fast.set_num_threads(), with bit-identical results for any thread count.
+    The GIL is released from 4096 elements on; arrays above a size threshold are split across
+    the threads set by lec6fast.set_num_threads(), with bit-identical results for any thread
+    count.
 """
 
 
