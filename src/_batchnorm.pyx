@@ -560,8 +560,8 @@ cdef int _start(Kind kind, int typenum, BN* p, Py_ssize_t size, bint fresh_out=F
             # page ranges (a job of its own: each page faults in exactly one thread); the
             # kernel overwrites every byte afterwards.
             p.out_bytes = size * (4 if typenum == cnp.NPY_FLOAT32 else 8)
-            _pool.run(_touch_pages, p, (p.out_bytes + PAGES_PER_CHUNK * PAGE_BYTES - 1)
-                      // (PAGES_PER_CHUNK * PAGE_BYTES), nt)
+            _pool.run_touching(_touch_pages, p, (p.out_bytes + PAGES_PER_CHUNK * PAGE_BYTES - 1)
+                               // (PAGES_PER_CHUNK * PAGE_BYTES), nt)
         if typenum == cnp.NPY_FLOAT32:
             _run_kind(<float*>p.x, kind, p, split)
         else:

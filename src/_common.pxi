@@ -30,6 +30,7 @@ cdef extern from "_threads.h" nogil:
     ctypedef struct lec6_pool:
         int (*run)(lec6_chunk_fn fn, void* ctx, int64_t nchunks, int threads) noexcept nogil
         int (*num_threads)() noexcept nogil
+        int (*run_touching)(lec6_chunk_fn fn, void* ctx, int64_t nchunks, int threads) noexcept nogil
     enum: LEC6_MAX_CHUNKS
 
 from lec6fast import _runtime

@@ -6,6 +6,7 @@ through the table that POOL, a capsule, points to.
 """
 
 from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free
 from cpython.pycapsule cimport PyCapsule_New
 
 cdef extern from *:
@@ -31,8 +32,10 @@ cdef extern from *:
     """
     int lec6_cpu_avx2() nogil
     int lec6_cpu_avx512() nogil
+    ctypedef void (*lec6_chunk_fn)(void* ctx, int64_t chunk) noexcept nogil
     ctypedef struct lec6_pool:
-        pass
+        int (*run)(lec6_chunk_fn fn, void* ctx, int64_t nchunks, int threads) noexcept nogil
+        int (*run_touching)(lec6_chunk_fn fn, void* ctx, int64_t nchunks, int threads) noexcept nogil
     const lec6_pool lec6_pool_table
     enum: LEC6_MAX_THREADS
     void lec6_pool_init(int threads)
@@ -48,7 +51,7 @@ cdef extern from *:
     long long lec6_serial_until "lec6_p.serial_until"
     long long lec6_last_end "lec6_p.last_end"
     long long lec6_backoff_ns "lec6_p.backoff_ns"
-    long long lec6_now_ns()
+    long long lec6_now_ns() nogil
     void lec6_pool_set_hold "LEC6_STORE_HOLD"(int hold)
     long long lec6_spin_ns "lec6_p.spin_ns"
     long long lec6_hot_spin_ns "lec6_p.hot_spin_ns"
@@ -93,9 +96,9 @@ def shutdown():
 
 def pool_stats():
     """{'workers': alive, 'jobs': jobs run on several threads, 'worker_chunks': chunks the
-    workers ran, 'late': jobs whose caller waited far longer for a worker's chunk than a chunk
-    takes (each sends the next jobs of a few milliseconds to their callers alone)}: for the
-    tests and `lec6fast config`."""
+    workers ran, 'late': jobs whose caller waited for workers' chunks longer than running them
+    itself would have taken (each sends the next jobs of a few milliseconds to their callers
+    alone)}: for the tests and `lec6fast config`."""
     return {"workers": lec6_pool_workers(), "jobs": lec6_pool_stat_jobs,
             "worker_chunks": lec6_pool_stat_worker_chunks, "late": lec6_pool_stat_late}
 
@@ -159,3 +162,28 @@ def _serial_until_ns():
     """Tests only: on the pool's clock, when the serial period of the last late job ends (0:
     none is running)."""
     return lec6_serial_until
+
+
+cdef void _test_chunk(void* ctx, int64_t c) noexcept nogil:
+    cdef long long t = lec6_now_ns()
+    while lec6_now_ns() - t < 5000:     # about 5 us of work
+        pass
+    (<int64_t*>ctx)[c] += 1
+
+
+def _test_job(int64_t nchunks, bint touching=False):
+    """Tests only: a job of nchunks chunks of about 5 us each on the pool, through run (or
+    run_touching), with the thread setting; returns how many times each chunk ran."""
+    cdef int64_t* ran = <int64_t*>calloc(max(nchunks, 1), sizeof(int64_t))
+    if ran == NULL:
+        raise MemoryError()
+    cdef int nt = lec6_pool_threads()
+    try:
+        with nogil:
+            if touching:
+                lec6_pool_table.run_touching(_test_chunk, ran, nchunks, nt)
+            else:
+                lec6_pool_table.run(_test_chunk, ran, nchunks, nt)
+        return [ran[i] for i in range(nchunks)]
+    finally:
+        free(ran)

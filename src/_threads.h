@@ -26,7 +26,8 @@
  *     callers for twice that wait (at least 2 ms), a period doubled while late jobs keep
  *     coming within one period after the last one ended (at most 1 s): a passing hiccup
  *     costs one short serial period, a machine that keeps taking the workers' cores ends up
- *     serial but for a job a second, instead of a wait at every call.
+ *     serial but for a job a second, instead of a wait at every call.  Jobs that first touch
+ *     fresh pages (run_touching) are never judged: their waits are page faults.
  *     Results do not change: chunks never depend on the thread count.
  *   - Workers are created lazily, at most LEC6_MAX_THREADS - 1; a failed creation means fewer
  *     participants, never an error.  After fork() the child forgets the parent's workers and
@@ -54,6 +55,10 @@ typedef struct {
     int (*run)(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads);
     /* The thread count the kernels use (lec6fast.set_num_threads). */
     int (*num_threads)(void);
+    /* As run, for a job whose chunks first touch fresh pages: a chunk's time is then the
+     * memory system's (a virtual machine's host may take milliseconds to back a page), and
+     * running later jobs serially would not shorten it, so its waits never count as late. */
+    int (*run_touching)(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads);
 } lec6_pool;
 
 #define LEC6_MAX_THREADS 256        /* participants of one job, the caller included */
@@ -453,10 +458,11 @@ static int lec6_run_serial(lec6_chunk_fn fn, void *ctx, int64_t nchunks)
     return 1;
 }
 
-static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads)
+static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads, int judged)
 {
 #if defined(LEC6_NO_THREADS)
     (void)threads;
+    (void)judged;
     return lec6_run_serial(fn, ctx, nchunks);
 #else
     int64_t parts = threads, r;
@@ -527,7 +533,7 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
          * itself, at its own pace (the job ran slower than serially).  Chunk times vary (a
          * chunk that faults in a 2 MiB huge page takes 100 us, its neighbours nothing), so
          * the measure is the caller's whole share, not one chunk. */
-        if (waited > LEC6_LATE_NS + (mine > 0 ? (t1 - t0) * (nchunks - mine) / mine : 0)) {
+        if (judged && waited > LEC6_LATE_NS + (mine > 0 ? (t1 - t0) * (nchunks - mine) / mine : 0)) {
             int64_t b = now - lec6_p.last_end < lec6_p.backoff_ns ? 2 * lec6_p.backoff_ns : 0;
             b = b < LEC6_BACKOFF_MIN_NS ? LEC6_BACKOFF_MIN_NS : b;
             b = b < LEC6_LATE_FACTOR * waited ? LEC6_LATE_FACTOR * waited : b;
@@ -540,6 +546,16 @@ static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
     lec6_release();
     return (int)parts;
 #endif
+}
+
+static int lec6_pool_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads)
+{
+    return lec6_pool_job(fn, ctx, nchunks, threads, 1);
+}
+
+static int lec6_pool_run_touching(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads)
+{
+    return lec6_pool_job(fn, ctx, nchunks, threads, 0);
 }
 
 /* ---------------------------------------------------------------- settings (from Python; on a free-threaded
@@ -620,7 +636,8 @@ static int lec6_flush_denormals(int on)
 
 #define LEC6_STORE_HOLD(h) LEC6_STORE(&lec6_p.hold.v, (uint64_t)((h) != 0))
 
-static const lec6_pool lec6_pool_table = {lec6_pool_run, lec6_pool_threads};
+static const lec6_pool lec6_pool_table = {lec6_pool_run, lec6_pool_threads,
+                                           lec6_pool_run_touching};
 
 #endif  /* LEC6_THREADS_IMPLEMENTATION */
 #endif  /* LEC6_THREADS_H */

@@ -146,6 +146,34 @@ def test_a_worker_stalled_in_its_chunk_sends_the_next_calls_to_the_caller(thread
     assert np.all(x == -float(calls))
 
 
+def test_a_job_that_touches_fresh_pages_is_never_late(threads):
+    """A job run with run_touching (batch norm's first touch of a fresh dx: a chunk's time is
+    the page faults') never counts as late, however long a worker's chunk takes; the same
+    stall in an ordinary job does.  Every chunk runs exactly once either way."""
+    threads(2)
+    _runtime._test_job(64)                  # the worker exists
+    _runtime._forget_late()
+    _runtime._delay_workers(50_000)         # a worker sleeps 50 ms in the first chunk it takes
+    try:
+        late, stalled = _runtime.pool_stats()["late"], 0
+        for _ in range(50):                 # until a worker took a chunk (and stalled) in one
+            was = _runtime.pool_stats()["worker_chunks"]
+            assert _runtime._test_job(64, touching=True) == [1] * 64
+            if _runtime.pool_stats()["worker_chunks"] > was:
+                stalled += 1
+                break
+        assert stalled == 1
+        assert _runtime.pool_stats()["late"] == late and _runtime._serial_until_ns() == 0
+        for _ in range(50):                 # the control: an ordinary job with the same stall
+            assert _runtime._test_job(64) == [1] * 64
+            if _runtime.pool_stats()["late"] > late:
+                break
+        assert _runtime.pool_stats()["late"] == late + 1
+    finally:
+        _runtime._delay_workers(0)
+        _runtime._forget_late()
+
+
 def _spin(stop):
     while not stop.is_set():
         pass
