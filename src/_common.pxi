@@ -238,7 +238,9 @@ cdef Py_ssize_t _forced_parallel_min = 0     # tests: > 0 overrides every kernel
 cdef Py_ssize_t _forced_chunk = 0            # tests: > 0 overrides the chunk size (elements)
 
 cdef enum:
-    CHUNK_BYTES = 16384     # of the first array per chunk: a few microseconds of work
+    CHUNK_BYTES = 16384     # of the first array per chunk, at least: a few microseconds of work
+    CHUNK_BYTES_MAX = 262144    # ... and at most, for large arrays (see chunk_size)
+    CHUNKS_WANTED = 64      # chunks per call between the two: enough for any thread count's balance
     CHUNK_ALIGN = 256       # a multiple of src/_philox.h's LEC6_PHILOX_DRAWS
 
 
@@ -271,7 +273,7 @@ def _get_parallel_min(name=None, dtype=None):
 
 def _set_chunk(Py_ssize_t n):
     """Private, for the tests: element-wise chunks of n elements (rounded up to a multiple of
-    256); n = 0 restores CHUNK_BYTES."""
+    256); n = 0 restores the default (see chunk_size)."""
     global _forced_chunk
     _forced_chunk = max(n, 0)
 
@@ -329,12 +331,19 @@ ctypedef void (*kernel64)(double*, const Step*, Py_ssize_t, Py_ssize_t) noexcept
 
 
 cdef inline Py_ssize_t chunk_size(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
-    # CHUNK_BYTES of the first array, a multiple of 256 elements: dropout's chunks then start on
-    # a whole group of random draws and a whole mask byte (a byte written by two threads would
-    # be a race), and each chunk's vector loop starts on whole vectors.  The chunks depend on n
-    # only, never on the thread count.  (A chunk's end may share a cache line with the next
-    # chunk's start, NumPy aligning data to 16 bytes: false sharing on one line, not a race.)
-    cdef Py_ssize_t c = _forced_chunk if _forced_chunk > 0 else CHUNK_BYTES // itemsize
+    # n / CHUNKS_WANTED elements, within CHUNK_BYTES..CHUNK_BYTES_MAX of the first array, a
+    # multiple of 256 elements: dropout's chunks then start on a whole group of random draws and
+    # a whole mask byte (a byte written by two threads would be a race), and each chunk's vector
+    # loop starts on whole vectors.  Large arrays get large chunks: each chunk costs a claim
+    # and a restart of the kernel's loop (for lec6fast.optim's step, of its parameter's
+    # segment too), and with 16 KiB chunks a step over 52 arrays of 5.1M float32 elements on 2
+    # threads took 1.17-1.31x the time it takes with these.  The chunks depend on n only, never
+    # on the thread count.  (A chunk's end may share a cache line with the next chunk's start,
+    # NumPy aligning data to 16 bytes: false sharing on one line, not a race.)
+    cdef Py_ssize_t c = min(max(n // CHUNKS_WANTED, CHUNK_BYTES // itemsize),
+                            CHUNK_BYTES_MAX // itemsize)
+    if _forced_chunk > 0:
+        c = _forced_chunk
     if (n + c - 1) // c > LEC6_MAX_CHUNKS:
         c = (n + LEC6_MAX_CHUNKS - 1) // LEC6_MAX_CHUNKS
     return (c + CHUNK_ALIGN - 1) & ~(<Py_ssize_t>CHUNK_ALIGN - 1)

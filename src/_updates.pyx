@@ -515,8 +515,8 @@ del _f
 # One call updates every parameter of a model with one rule: the rule's kernel above runs on
 # each parameter with its group's hyperparameters (the clipping factor and weight decay inside
 # the kernel's pass), and the running average follows in sub-blocks of SUB elements while x is
-# still in cache.  The parameters of one dtype form one index space cut into chunks of
-# CHUNK_BYTES, so many small arrays share a chunk and the pool splits the step by bytes, not by
+# still in cache.  The parameters of one dtype form one index space cut into chunks (see
+# chunk_size), so many small arrays share a chunk and the pool splits the step by bytes, not by
 # array.
 
 from libc.stdlib cimport malloc, free, qsort
