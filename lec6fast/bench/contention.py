@@ -30,6 +30,7 @@ from lec6fast.bench.cases import lecture_dropout_forward
 from lec6fast.bench.timing import interleaved, thread_count
 
 SCENARIOS = ("matmul", "busy", "idle", "torch", "mlp")
+SERIAL_PERIOD_MAX = 1.0     # seconds: LEC6_BACKOFF_MAX_NS in src/_threads.h
 
 
 # ---------------------------------------------------------------- kernels at a size
@@ -106,7 +107,9 @@ def _spin(stop):
 
 @contextlib.contextmanager
 def busy_process():
-    """Another process spinning on a core for the duration."""
+    """Another process spinning on a core for the duration; on exit, a pause as long as the
+    longest serial period the pool starts after late jobs (1 s, src/_threads.h), so that what is
+    measured next sees a machine that has been idle, not the busy process's aftermath."""
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     proc = ctx.Process(target=_spin, args=(stop,), daemon=True)
@@ -119,6 +122,7 @@ def busy_process():
         proc.join(5)
         if proc.is_alive():
             proc.kill()
+        time.sleep(SERIAL_PERIOD_MAX)
 
 
 # ---------------------------------------------------------------- the MLP
