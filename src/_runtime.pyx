@@ -51,7 +51,7 @@ cdef extern from *:
     long long lec6_serial_until "lec6_p.serial_until"
     long long lec6_last_end "lec6_p.last_end"
     long long lec6_backoff_ns "lec6_p.backoff_ns"
-    long long lec6_now_ns() nogil
+    long long lec6_now_ns()
     void lec6_pool_set_hold "LEC6_STORE_HOLD"(int hold)
     long long lec6_spin_ns "lec6_p.spin_ns"
     long long lec6_hot_spin_ns "lec6_p.hot_spin_ns"
@@ -165,15 +165,16 @@ def _serial_until_ns():
 
 
 cdef void _test_chunk(void* ctx, int64_t c) noexcept nogil:
-    cdef long long t = lec6_now_ns()
-    while lec6_now_ns() - t < 5000:     # about 5 us of work
-        pass
+    cdef volatile double acc = 0.0      # some microseconds of work (no clock: a build
+    cdef int i                          # without threads has none)
+    for i in range(5000):
+        acc = acc + i
     (<int64_t*>ctx)[c] += 1
 
 
 def _test_job(int64_t nchunks, bint touching=False):
-    """Tests only: a job of nchunks chunks of about 5 us each on the pool, through run (or
-    run_touching), with the thread setting; returns how many times each chunk ran."""
+    """Tests only: a job of nchunks chunks (about 20 us of work each) on the pool, through run
+    (or run_touching), with the thread setting; returns how many times each chunk ran."""
     cdef int64_t* ran = <int64_t*>calloc(max(nchunks, 1), sizeof(int64_t))
     if ran == NULL:
         raise MemoryError()
