@@ -1,7 +1,8 @@
 """lec6fast: the training techniques of CS231n lecture 6 as fused, in-place Cython kernels.
 
 Every update runs as one pass over contiguous float32/float64 arrays, in place, with the GIL
-released, and is held to the NumPy code of lec6fast.reference, which is its specification.
+released (from 4096 elements on), and is held to the NumPy code of lec6fast.reference, which is
+its specification.
 """
 
 from ._version import __version__
