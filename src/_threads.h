@@ -533,7 +533,7 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
          * itself, at its own pace (the job ran slower than serially).  Chunk times vary (a
          * chunk that faults in a 2 MiB huge page takes 100 us, its neighbours nothing), so
          * the measure is the caller's whole share, not one chunk. */
-        if (judged && waited > LEC6_LATE_NS + (mine > 0 ? (t1 - t0) * (nchunks - mine) / mine : 0)) {
+        if (judged && mine > 0 && waited > LEC6_LATE_NS + (t1 - t0) * (nchunks - mine) / mine) {
             int64_t b = now - lec6_p.last_end < lec6_p.backoff_ns ? 2 * lec6_p.backoff_ns : 0;
             b = b < LEC6_BACKOFF_MIN_NS ? LEC6_BACKOFF_MIN_NS : b;
             b = b < LEC6_LATE_FACTOR * waited ? LEC6_LATE_FACTOR * waited : b;
