@@ -240,7 +240,7 @@ cdef Py_ssize_t _forced_chunk = 0            # tests: > 0 overrides the chunk si
 cdef enum:
     CHUNK_BYTES = 16384     # of the first array per chunk, at least: a few microseconds of work
     CHUNK_BYTES_MAX = 262144    # ... and at most, for large arrays (see chunk_size)
-    CHUNKS_WANTED = 64      # chunks per call between the two: enough for any thread count's balance
+    CHUNKS_WANTED = 256     # chunks per call between the two: 2 or more each for up to 128 threads
     CHUNK_ALIGN = 256       # a multiple of src/_philox.h's LEC6_PHILOX_DRAWS
 
 
@@ -337,9 +337,9 @@ cdef inline Py_ssize_t chunk_size(Py_ssize_t n, Py_ssize_t itemsize) noexcept no
     # loop starts on whole vectors.  Large arrays get large chunks: each chunk costs a claim
     # and a restart of the kernel's loop (for lec6fast.optim's step, of its parameter's
     # segment too), and with 16 KiB chunks a step over 52 arrays of 5.1M float32 elements on 2
-    # threads took 1.17-1.31x the time it takes with these.  The chunks depend on n only, never
-    # on the thread count.  (A chunk's end may share a cache line with the next chunk's start,
-    # NumPy aligning data to 16 bytes: false sharing on one line, not a race.)
+    # threads took 6-31% longer than with chunks of 80-256 KiB.  The chunks depend on n only,
+    # never on the thread count.  (A chunk's end may share a cache line with the next chunk's
+    # start, NumPy aligning data to 16 bytes: false sharing on one line, not a race.)
     cdef Py_ssize_t c = min(max(n // CHUNKS_WANTED, CHUNK_BYTES // itemsize),
                             CHUNK_BYTES_MAX // itemsize)
     if _forced_chunk > 0:

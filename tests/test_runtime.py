@@ -133,7 +133,7 @@ def test_lec6fast_num_threads_wins_over_omp_num_threads(run_python):
 @pytest.mark.parametrize("size", ["3x threshold", "2M"])
 def test_thread_count_invariance_large(kernel, dtype, kernels_module, num_threads, size):
     """Arrays big enough to be split: 1, 2 and 3 threads give the same bits as the reference.
-    At 2M elements the chunks are larger than the smallest (64 chunks, up to 256 KiB each)."""
+    At 2M elements the chunks are larger than the smallest (256 chunks of 32 or 64 KiB)."""
     n = 3 * kernels_module._get_parallel_min(kernel.name, dtype) + 17
     if size == "2M":
         n = (1 << 21) + 17

@@ -100,7 +100,7 @@ def test_workers_take_part_on_an_idle_machine(threads):
     for _ in range(50):
         lec6fast.sgd_(x, g, lr=1.0)
     assert np.all(x == -50.0)
-    # 50 calls of 1024 chunks: a worker that never once got a core would be a broken pool
+    # 50 calls of 256 chunks: a worker that never once got a core would be a broken pool
     assert _runtime.pool_stats()["worker_chunks"] > before
 
 
