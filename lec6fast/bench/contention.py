@@ -107,9 +107,10 @@ def _spin(stop):
 
 @contextlib.contextmanager
 def busy_process():
-    """Another process spinning on a core for the duration; on exit, a pause as long as the
-    longest serial period the pool starts after late jobs (1 s, src/_threads.h), so that what is
-    measured next sees a machine that has been idle, not the busy process's aftermath."""
+    """Another process spinning on a core for the duration; on exit, a pause of twice the
+    longest serial period the pool starts after late jobs (1 s, src/_threads.h): the period
+    ends, and so does the window after it in which a late job would double it again, so what
+    is measured next sees a machine that has been idle, not the busy process's aftermath."""
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     proc = ctx.Process(target=_spin, args=(stop,), daemon=True)
@@ -122,7 +123,7 @@ def busy_process():
         proc.join(5)
         if proc.is_alive():
             proc.kill()
-        time.sleep(SERIAL_PERIOD_MAX)
+        time.sleep(2 * SERIAL_PERIOD_MAX)
 
 
 # ---------------------------------------------------------------- the MLP
