@@ -38,6 +38,7 @@ cdef extern from *:
         int (*run_touching)(lec6_chunk_fn fn, void* ctx, int64_t nchunks, int threads) noexcept nogil
     const lec6_pool lec6_pool_table
     enum: LEC6_MAX_THREADS
+    enum: LEC6_BACKOFF_MAX_NS
     void lec6_pool_init(int threads)
     int lec6_pool_threads()
     void lec6_pool_set_threads(int threads)
@@ -72,6 +73,7 @@ def cpu_simd_levels():
 # ---------------------------------------------------------------- the thread pool
 
 MAX_THREADS = LEC6_MAX_THREADS              # the pool's ceiling, whatever the machine
+SERIAL_PERIOD_MAX = LEC6_BACKOFF_MAX_NS / 1e9   # seconds: the longest serial period (late jobs)
 HAS_THREADS = bool(lec6_pool_has_threads())  # False: a build for a platform without threads
 
 lec6_pool_init(1)

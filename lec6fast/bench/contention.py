@@ -25,12 +25,11 @@ import time
 import numpy as np
 
 import lec6fast
-from lec6fast import reference
+from lec6fast import _runtime, reference
 from lec6fast.bench.cases import lecture_dropout_forward
 from lec6fast.bench.timing import interleaved, thread_count
 
 SCENARIOS = ("matmul", "busy", "idle", "torch", "mlp")
-SERIAL_PERIOD_MAX = 1.0     # seconds: LEC6_BACKOFF_MAX_NS in src/_threads.h
 
 
 # ---------------------------------------------------------------- kernels at a size
@@ -108,9 +107,9 @@ def _spin(stop):
 @contextlib.contextmanager
 def busy_process():
     """Another process spinning on a core for the duration; on exit, a pause of twice the
-    longest serial period the pool starts after late jobs (1 s, src/_threads.h): the period
-    ends, and so does the window after it in which a late job would double it again, so what
-    is measured next sees a machine that has been idle, not the busy process's aftermath."""
+    longest serial period the pool starts after late jobs (_runtime.SERIAL_PERIOD_MAX): the
+    period ends, and so does the window after it in which a late job would double it again, so
+    what is measured next sees a machine that has been idle, not the busy process's aftermath."""
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     proc = ctx.Process(target=_spin, args=(stop,), daemon=True)
@@ -123,7 +122,7 @@ def busy_process():
         proc.join(5)
         if proc.is_alive():
             proc.kill()
-        time.sleep(2 * SERIAL_PERIOD_MAX)
+        time.sleep(2 * _runtime.SERIAL_PERIOD_MAX)
 
 
 # ---------------------------------------------------------------- the MLP
