@@ -18,7 +18,9 @@ def config():
         "cpu_simd_levels": list(_runtime.cpu_simd_levels()),
         "built_simd_levels": list(_dispatch.available_levels()),
         "simd_level": _dispatch.level,
-        "threads": "lec6fast pool" if _runtime.HAS_THREADS else "none (serial build)",
+        "threads": ("none (serial build)" if not _runtime.HAS_THREADS else
+                    "lec6fast pool on torch's OpenMP threads" if _runtime.pool_stats()["team"]
+                    else "lec6fast pool"),
         "num_threads": _dispatch.get_num_threads(),
         "max_threads": _dispatch.max_threads(),
         "pool": _runtime.pool_stats(),

@@ -58,6 +58,9 @@ cdef extern from *:
     long long lec6_hot_spin_ns "lec6_p.hot_spin_ns"
     int lec6_flush_denormals(int on)
     int lec6_refuse_from "lec6_p.refuse_from"
+    ctypedef void (*lec6_team_fn)(void (*body)(void*), void* data, unsigned nthreads, unsigned flags)
+    int lec6_pool_set_team(lec6_team_fn team) nogil
+    int lec6_pool_team()
 
 
 def cpu_simd_levels():
@@ -98,11 +101,24 @@ def shutdown():
 
 def pool_stats():
     """{'workers': alive, 'jobs': jobs run on several threads, 'worker_chunks': chunks the
-    workers ran, 'late': jobs whose caller waited for workers' chunks longer than running them
-    itself would have taken (each sends the next jobs of a few milliseconds to their callers
-    alone)}: for the tests and `lec6fast config`."""
+    workers (or team threads) ran, 'late': jobs whose caller waited for workers' chunks longer
+    than running them itself would have taken (each sends the next jobs of a few milliseconds
+    to their callers alone), 'team': whether jobs run on an OpenMP team (see _set_team)}: for
+    the tests and `lec6fast config`."""
     return {"workers": lec6_pool_workers(), "jobs": lec6_pool_stat_jobs,
-            "worker_chunks": lec6_pool_stat_worker_chunks, "late": lec6_pool_stat_late}
+            "worker_chunks": lec6_pool_stat_worker_chunks, "late": lec6_pool_stat_late,
+            "team": bool(lec6_pool_team())}
+
+
+def _set_team(size_t gomp_parallel):
+    """lec6fast.torch: run every job on the OpenMP team of the runtime whose GOMP_parallel is
+    at this address (the one torch has loaded), instead of the pool's workers; 0 goes back to
+    the workers.  Returns whether jobs run on a team (never in a build without POSIX threads).
+    The address must be GOMP_parallel's: nothing here can check it."""
+    cdef int on
+    with nogil:
+        on = lec6_pool_set_team(<lec6_team_fn>gomp_parallel)
+    return bool(on)
 
 
 def _hold_workers(bint hold):

@@ -29,6 +29,15 @@
  *     serial but for a job a second, instead of a wait at every call.  Jobs that first touch
  *     fresh pages (run_touching) are never judged: their waits are page faults.
  *     Results do not change: chunks never depend on the thread count.
+ *   - In a process where another library keeps an OpenMP team (PyTorch), lec6fast.torch hands
+ *     the pool that runtime's GOMP_parallel (lec6_pool_set_team), and jobs run on the team's
+ *     threads instead of the workers: after each of its parallel regions the team spins for
+ *     milliseconds on the cores the workers would need (three threads on two cores: an update
+ *     right after torch's backward ran slower on two threads than on one), and a spinning team
+ *     thread takes the job at once.  Same chunks, claimed from one counter, under the caller's
+ *     floating-point mode (restored after), judged late by the same rule: a team thread that
+ *     cannot get a core holds the caller at the team's closing barrier, and a late job sends
+ *     the following ones to the caller alone as above.  A forked child uses the workers.
  *   - Workers are created lazily, at most LEC6_MAX_THREADS - 1; a failed creation means fewer
  *     participants, never an error.  After fork() the child forgets the parent's workers and
  *     creates its own on its first job.  While one caller runs a job, a call from another
@@ -48,6 +57,10 @@
 
 /* Run chunk `chunk` of a job; ctx is the caller's. */
 typedef void (*lec6_chunk_fn)(void *ctx, int64_t chunk);
+
+/* An OpenMP runtime's GOMP_parallel: body(data) on nthreads threads, the caller among them,
+ * returning when all have finished (libgomp's, and LLVM libomp's compatible entry point). */
+typedef void (*lec6_team_fn)(void (*body)(void *), void *data, unsigned nthreads, unsigned flags);
 
 typedef struct {
     /* Run chunks [0, nchunks) of fn on up to `threads` threads, the caller among them.
@@ -169,6 +182,7 @@ static struct {
     int closed;                         /* after lec6_pool_shutdown: serial for good */
     int64_t spin_ns;                    /* how long an idle worker spins before sleeping */
     int64_t hot_spin_ns;                /* of which the first part without yielding */
+    lec6_team_fn team;                  /* jobs run on this OpenMP team instead (NULL: workers) */
 #if defined(LEC6_PTHREADS)
     pthread_mutex_t lock;
     pthread_cond_t wake[LEC6_MAX_THREADS];  /* worker w waits on wake[w] for a job */
@@ -394,6 +408,7 @@ static void lec6_after_fork_in_child(void)
 {
     lec6_init_sync();
     lec6_p.workers = 0;
+    lec6_p.team = NULL;             /* the parent's OpenMP team is not the child's */
     LEC6_STORE(&lec6_p.busy.v, 0);
     LEC6_STORE(&lec6_p.caller_asleep.v, 0);
     LEC6_STORE(&lec6_p.stop_from.v, LEC6_MAX_THREADS);
@@ -441,6 +456,64 @@ static void lec6_stop_workers(void)
 }
 #endif  /* !LEC6_NO_THREADS */
 
+/* ---------------------------------------------------------------- an OpenMP team instead of the workers */
+#if defined(LEC6_PTHREADS)
+typedef struct {
+    lec6_chunk_fn fn;
+    void *ctx;
+    int64_t nchunks;
+    uint64_t fpmode;                /* the caller's */
+    pthread_t caller;
+    int64_t t1, mine;               /* the caller's: when it found no chunk left, chunks it ran */
+    lec6_word next;                 /* the next chunk to claim */
+} lec6_team_job;
+
+/* Every team thread claims chunks until none is left; the others under the caller's mode. */
+static void lec6_team_body(void *data)
+{
+    lec6_team_job *j = (lec6_team_job *)data;
+    int caller = pthread_equal(pthread_self(), j->caller);
+    uint64_t mode = LEC6_GET_FPMODE();
+    int64_t c, ran = 0;
+    if (!caller && LEC6_LOAD(&lec6_p.hold.v))
+        return;                                         /* tests: as a held worker */
+    if (!caller && mode != j->fpmode)
+        LEC6_SET_FPMODE(j->fpmode);
+    while ((c = (int64_t)LEC6_ADD(&j->next.v, 1) - 1) < j->nchunks) {
+        if (!caller && ran == 0 && lec6_p.delay_ns > 0)
+            lec6_sleep_ns(lec6_p.delay_ns);             /* tests: preempted in its chunk */
+        j->fn(j->ctx, c);
+        ran++;
+    }
+    if (caller) {
+        j->t1 = lec6_now_ns();
+        j->mine = ran;
+    } else {
+        LEC6_ADD(&lec6_p.stats_chunks_by_workers.v, (uint64_t)ran);
+        if (mode != j->fpmode)
+            LEC6_SET_FPMODE(mode);
+    }
+}
+
+/* Run the job on the team; *t1 and *mine as lec6_pool_job's (for the late test). */
+static void lec6_team_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int parts,
+                          int64_t *t1, int64_t *mine)
+{
+    lec6_team_job j;
+    j.fn = fn;
+    j.ctx = ctx;
+    j.nchunks = nchunks;
+    j.fpmode = LEC6_GET_FPMODE();
+    j.caller = pthread_self();
+    j.t1 = 0;
+    j.mine = 0;
+    LEC6_STORE(&j.next.v, 0);
+    lec6_p.team(lec6_team_body, &j, (unsigned)parts, 0);
+    *t1 = j.t1;
+    *mine = j.mine;
+}
+#endif
+
 /* ---------------------------------------------------------------- the caller's side */
 
 static int lec6_acquire(void)
@@ -458,6 +531,26 @@ static int lec6_run_serial(lec6_chunk_fn fn, void *ctx, int64_t nchunks)
     return 1;
 }
 
+#if !defined(LEC6_NO_THREADS)
+/* After the caller ran `mine` chunks in [t0, t1) and then waited for the rest until now:
+ * late when that wait was longer than it would have taken to run the others' chunks itself,
+ * at its own pace (the job ran slower than serially); then the following jobs run serially
+ * (see the top).  Chunk times vary (a chunk that faults in a 2 MiB huge page takes 100 us,
+ * its neighbours nothing), so the measure is the caller's whole share, not one chunk. */
+static void lec6_judge(int judged, int64_t t0, int64_t t1, int64_t mine, int64_t nchunks)
+{
+    int64_t now = lec6_now_ns(), waited = now - t1;
+    if (judged && mine > 0 && waited > LEC6_LATE_NS + (t1 - t0) * (nchunks - mine) / mine) {
+        int64_t b = now - lec6_p.last_end < lec6_p.backoff_ns ? 2 * lec6_p.backoff_ns : 0;
+        b = b < LEC6_BACKOFF_MIN_NS ? LEC6_BACKOFF_MIN_NS : b;
+        b = b < LEC6_LATE_FACTOR * waited ? LEC6_LATE_FACTOR * waited : b;
+        lec6_p.backoff_ns = b < LEC6_BACKOFF_MAX_NS ? b : LEC6_BACKOFF_MAX_NS;
+        lec6_p.serial_until = lec6_p.last_end = now + lec6_p.backoff_ns;
+        LEC6_ADD(&lec6_p.stats_late.v, 1);
+    }
+}
+#endif
+
 static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads, int judged)
 {
 #if defined(LEC6_NO_THREADS)
@@ -472,20 +565,34 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         parts = LEC6_MAX_THREADS;
     if (parts <= 1 || nchunks > LEC6_MAX_CHUNKS || lec6_p.closed || !lec6_acquire())
         return lec6_run_serial(fn, ctx, nchunks);
-    while (lec6_p.workers < parts - 1 && lec6_start_worker(lec6_p.workers + 1))
-        lec6_p.workers++;
-    if (parts > lec6_p.workers + 1)
-        parts = lec6_p.workers + 1;     /* could not start them all: fewer threads */
-    if (parts > 1 && lec6_p.serial_until) {    /* a recent job was late (see the top) */
+    if (lec6_p.serial_until) {          /* a recent job was late (see the top) */
         if (lec6_now_ns() < lec6_p.serial_until)
             parts = 1;
         else
             lec6_p.serial_until = 0;
     }
+    if (parts > 1 && !lec6_p.team) {
+        while (lec6_p.workers < parts - 1 && lec6_start_worker(lec6_p.workers + 1))
+            lec6_p.workers++;
+        if (parts > lec6_p.workers + 1)
+            parts = lec6_p.workers + 1;     /* could not start them all: fewer threads */
+    }
     if (parts <= 1) {
         lec6_release();
         return lec6_run_serial(fn, ctx, nchunks);
     }
+
+    int64_t t0, t1, mine;
+#if defined(LEC6_PTHREADS)
+    if (lec6_p.team) {
+        t0 = lec6_now_ns();
+        lec6_team_run(fn, ctx, nchunks, (int)parts, &t1, &mine);
+        lec6_judge(judged, t0, t1, mine, nchunks);
+        LEC6_ADD(&lec6_p.stats_jobs.v, 1);
+        lec6_release();
+        return (int)parts;
+    }
+#endif
 
     /* Publish the job.  First close every range under the new generation, so that a worker
      * still holding a word of the previous job cannot claim against the ends written next. */
@@ -511,10 +618,10 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         }
     }
 
-    int64_t t0 = lec6_now_ns();
-    int64_t mine = lec6_take_part(0, gen, (int)parts, NULL);
+    t0 = lec6_now_ns();
+    mine = lec6_take_part(0, gen, (int)parts, NULL);
     if ((int64_t)LEC6_ADD(&lec6_p.done.v, (uint64_t)mine) != nchunks) {
-        int64_t t1 = lec6_now_ns();
+        t1 = lec6_now_ns();
         /* Only chunks that workers claimed, i.e. are running, are left: wait for them, briefly
          * spinning, then asleep so that a preempted worker can have this core. */
         int k;
@@ -528,19 +635,7 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
             LEC6_STORE(&lec6_p.caller_asleep.v, 0);
             LEC6_UNLOCK();
         }
-        int64_t now = lec6_now_ns(), waited = now - t1;
-        /* Late: the caller waited longer than it would have taken to run the workers' chunks
-         * itself, at its own pace (the job ran slower than serially).  Chunk times vary (a
-         * chunk that faults in a 2 MiB huge page takes 100 us, its neighbours nothing), so
-         * the measure is the caller's whole share, not one chunk. */
-        if (judged && mine > 0 && waited > LEC6_LATE_NS + (t1 - t0) * (nchunks - mine) / mine) {
-            int64_t b = now - lec6_p.last_end < lec6_p.backoff_ns ? 2 * lec6_p.backoff_ns : 0;
-            b = b < LEC6_BACKOFF_MIN_NS ? LEC6_BACKOFF_MIN_NS : b;
-            b = b < LEC6_LATE_FACTOR * waited ? LEC6_LATE_FACTOR * waited : b;
-            lec6_p.backoff_ns = b < LEC6_BACKOFF_MAX_NS ? b : LEC6_BACKOFF_MAX_NS;
-            lec6_p.serial_until = lec6_p.last_end = now + lec6_p.backoff_ns;
-            LEC6_ADD(&lec6_p.stats_late.v, 1);
-        }
+        lec6_judge(judged, t0, t1, mine, nchunks);
     }
     LEC6_ADD(&lec6_p.stats_jobs.v, 1);
     lec6_release();
@@ -611,6 +706,23 @@ static void lec6_pool_shutdown(void)
 }
 
 static int lec6_pool_workers(void) { return lec6_p.workers; }
+
+/* Run jobs on the OpenMP team whose GOMP_parallel this is (NULL: on the workers again).
+ * Returns whether jobs now run on a team (never where this build has no POSIX threads). */
+static int lec6_pool_set_team(lec6_team_fn team)
+{
+#if defined(LEC6_PTHREADS)
+    lec6_own();                     /* not while a job runs */
+    lec6_p.team = team;
+    lec6_release();
+    return team != NULL;
+#else
+    (void)team;
+    return 0;
+#endif
+}
+
+static int lec6_pool_team(void) { return lec6_p.team != NULL; }
 static int lec6_pool_has_threads(void)
 {
 #if defined(LEC6_NO_THREADS)

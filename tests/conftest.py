@@ -325,6 +325,22 @@ def parallel_min():
         yield set_
 
 
+@pytest.fixture(autouse=True)
+def pool_threads(request):
+    """Where the pool runs its jobs: once any test module has imported lec6fast.torch, on
+    torch's OpenMP threads (its default) in the test_torch_* modules, and on lec6fast's own
+    workers everywhere else, so that the pool's tests keep testing the workers."""
+    if "lec6fast.torch" not in sys.modules:
+        yield
+        return
+    from lec6fast import _runtime
+    lt = sys.modules["lec6fast.torch"]
+    was = _runtime.pool_stats()["team"]
+    lt.use_torch_threads(request.module.__name__.startswith("test_torch"))
+    yield
+    lt.use_torch_threads(was)
+
+
 @pytest.fixture
 def num_threads():
     """lec6fast.set_num_threads, with the previous setting restored afterwards; a serial period

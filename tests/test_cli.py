@@ -122,11 +122,15 @@ def test_bench_torch_model_section(capsys, monkeypatch):
     monkeypatch.setattr(torch_model, "WIDTH", 8)
     rows = torch_model.run(repeat=1, batch_time=1e-4)
     busy = torch_model.RULES[0]                 # Adam once more, next to a busy process
+    loop = ["lt.Adam", "lt.Adam on lec6fast's own workers", "torch Adam (fused=True)",
+            "torch Adam (default)"]             # and its step in a training loop
     assert [r["label"] for r in rows] == [
         f"{p}{name}{s}" for name, _, fused in torch_model.RULES + (busy,)
         for p, s in [("lt.", "")] + [("torch ", f" ({v})") for v in
-                                     ["default", "foreach=True"] + ["fused=True"] * fused]]
-    assert all(r["rule"].endswith(", next to a busy process") for r in rows[-4:])
+                                     ["default", "foreach=True"] + ["fused=True"] * fused]] + loop
+    assert all(r["rule"].endswith(", next to a busy process") for r in rows[-8:-4])
+    assert all(r["rule"].endswith("in a training loop (after forward+backward)")
+               for r in rows[-4:])
     for r in rows:
         assert r["seconds"] > 0 and r["n"] == 12 * (8 * 32 + 32 + 32 * 8 + 8 + 4 * 8) + 2 * 8 + 72
         if "ratio" in r:

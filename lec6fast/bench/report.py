@@ -265,7 +265,10 @@ def torch_model(rows, markdown=False):
         f"torch-model: the full optimizer.step() of a PyTorch model ({rows[0]['case']}, 12 "
         "Linear+LayerNorm blocks), lec6fast.torch against torch.optim on the same threads; "
         "batches interleaved; ratio = this row's time / the lt row's (above 1: lec6fast.torch is "
-        "that many times faster). torch's CPU default is its for-loop implementation.")
+        "that many times faster). torch's CPU default is its for-loop implementation. The last "
+        "rows time Adam's step alone inside a training loop (zero_grad, forward and backward of "
+        "a batch of 64, step), where torch's OpenMP threads have just worked; lec6fast.torch "
+        "runs on them there, and once more on lec6fast's own workers.")
     cells = [[r["rule"], r["label"], time(r["seconds"]), r.get("against", "-"),
               f"{r['ratio']:.2f}" if "ratio" in r else "-"] for r in rows]
     return lines + _under(cells, ["rule", "what", "time", "against", "ratio"], markdown)

@@ -17,6 +17,9 @@ except ImportError as e:            # pragma: no cover - exercised in a subproce
 from . import functional
 from ._layers import BatchNorm1d, BatchNorm2d, Dropout
 from ._optim import SGD, Adam, AdamW, Adagrad, RMSprop
+from ._threads import use_torch_threads
 
 __all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Dropout", "BatchNorm1d", "BatchNorm2d",
-           "functional"]
+           "functional", "use_torch_threads"]
+
+use_torch_threads()     # lec6fast's kernels on torch's OpenMP threads (see _threads.py)
