@@ -59,7 +59,8 @@ cdef extern from *:
     int lec6_flush_denormals(int on)
     int lec6_refuse_from "lec6_p.refuse_from"
     ctypedef void (*lec6_team_fn)(void (*body)(void*), void* data, unsigned nthreads, unsigned flags)
-    int lec6_pool_set_team(lec6_team_fn team) nogil
+    ctypedef int (*lec6_team_num_fn)()
+    int lec6_pool_set_team(lec6_team_fn team, lec6_team_num_fn team_num) nogil
     int lec6_pool_team()
 
 
@@ -110,14 +111,15 @@ def pool_stats():
             "team": bool(lec6_pool_team())}
 
 
-def _set_team(size_t gomp_parallel):
-    """lec6fast.torch: run every job on the OpenMP team of the runtime whose GOMP_parallel is
-    at this address (the one torch has loaded), instead of the pool's workers; 0 goes back to
-    the workers.  Returns whether jobs run on a team (never in a build without POSIX threads).
-    The address must be GOMP_parallel's: nothing here can check it."""
+def _set_team(size_t gomp_parallel, size_t omp_get_thread_num):
+    """lec6fast.torch: run every job on the OpenMP team of the runtime whose GOMP_parallel and
+    omp_get_thread_num are at these addresses (the one torch has loaded), instead of the pool's
+    workers; 0 goes back to the workers.  Returns whether jobs run on a team (never in a build
+    without POSIX threads).  Nothing here can check that the addresses are those functions'."""
     cdef int on
     with nogil:
-        on = lec6_pool_set_team(<lec6_team_fn>gomp_parallel)
+        on = lec6_pool_set_team(<lec6_team_fn>gomp_parallel,
+                                <lec6_team_num_fn>omp_get_thread_num)
     return bool(on)
 
 

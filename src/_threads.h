@@ -30,14 +30,15 @@
  *     fresh pages (run_touching) are never judged: their waits are page faults.
  *     Results do not change: chunks never depend on the thread count.
  *   - In a process where another library keeps an OpenMP team (PyTorch), lec6fast.torch hands
- *     the pool that runtime's GOMP_parallel (lec6_pool_set_team), and jobs run on the team's
- *     threads instead of the workers: after each of its parallel regions the team spins for
- *     milliseconds on the cores the workers would need (three threads on two cores: an update
- *     right after torch's backward ran slower on two threads than on one), and a spinning team
- *     thread takes the job at once.  Same chunks, claimed from one counter, under the caller's
- *     floating-point mode (restored after), judged late by the same rule: a team thread that
- *     cannot get a core holds the caller at the team's closing barrier, and a late job sends
- *     the following ones to the caller alone as above.  A forked child uses the workers.
+ *     the pool that runtime's GOMP_parallel and omp_get_thread_num (lec6_pool_set_team), and
+ *     jobs run on the team's threads instead of the workers: after each of its parallel regions
+ *     the team spins for milliseconds on the cores the workers would need (three threads on
+ *     two cores: an update right after torch's backward ran slower on two threads than on
+ *     one), and a spinning team thread takes the job at once.  Team thread k takes part as
+ *     worker k would (home range k first, under the caller's floating-point mode, its own given
+ *     back after), and the job is judged late by the same rule: a team thread that cannot get
+ *     a core holds the caller at the team's closing barrier, and a late job sends the
+ *     following ones to the caller alone as above.  A forked child uses the workers.
  *   - Workers are created lazily, at most LEC6_MAX_THREADS - 1; a failed creation means fewer
  *     participants, never an error.  After fork() the child forgets the parent's workers and
  *     creates its own on its first job.  While one caller runs a job, a call from another
@@ -59,8 +60,10 @@
 typedef void (*lec6_chunk_fn)(void *ctx, int64_t chunk);
 
 /* An OpenMP runtime's GOMP_parallel: body(data) on nthreads threads, the caller among them,
- * returning when all have finished (libgomp's, and LLVM libomp's compatible entry point). */
+ * returning when all have finished (libgomp's, and LLVM libomp's compatible entry point); and
+ * its omp_get_thread_num (0 on the caller). */
 typedef void (*lec6_team_fn)(void (*body)(void *), void *data, unsigned nthreads, unsigned flags);
+typedef int (*lec6_team_num_fn)(void);
 
 typedef struct {
     /* Run chunks [0, nchunks) of fn on up to `threads` threads, the caller among them.
@@ -183,6 +186,7 @@ static struct {
     int64_t spin_ns;                    /* how long an idle worker spins before sleeping */
     int64_t hot_spin_ns;                /* of which the first part without yielding */
     lec6_team_fn team;                  /* jobs run on this OpenMP team instead (NULL: workers) */
+    lec6_team_num_fn team_num;          /* a team thread's number there */
 #if defined(LEC6_PTHREADS)
     pthread_mutex_t lock;
     pthread_cond_t wake[LEC6_MAX_THREADS];  /* worker w waits on wake[w] for a job */
@@ -459,58 +463,28 @@ static void lec6_stop_workers(void)
 /* ---------------------------------------------------------------- an OpenMP team instead of the workers */
 #if defined(LEC6_PTHREADS)
 typedef struct {
-    lec6_chunk_fn fn;
-    void *ctx;
-    int64_t nchunks;
-    uint64_t fpmode;                /* the caller's */
-    pthread_t caller;
+    uint64_t gen;                   /* the job, published as for the workers */
+    int parts;
     int64_t t1, mine;               /* the caller's: when it found no chunk left, chunks it ran */
-    lec6_word next;                 /* the next chunk to claim */
 } lec6_team_job;
 
-/* Every team thread claims chunks until none is left; the others under the caller's mode. */
+/* Team thread k takes part in the job as worker k would; the caller as participant 0. */
 static void lec6_team_body(void *data)
 {
     lec6_team_job *j = (lec6_team_job *)data;
-    int caller = pthread_equal(pthread_self(), j->caller);
-    uint64_t mode = LEC6_GET_FPMODE();
-    int64_t c, ran = 0;
-    if (!caller && LEC6_LOAD(&lec6_p.hold.v))
-        return;                                         /* tests: as a held worker */
-    if (!caller && mode != j->fpmode)
-        LEC6_SET_FPMODE(j->fpmode);
-    while ((c = (int64_t)LEC6_ADD(&j->next.v, 1) - 1) < j->nchunks) {
-        if (!caller && ran == 0 && lec6_p.delay_ns > 0)
-            lec6_sleep_ns(lec6_p.delay_ns);             /* tests: preempted in its chunk */
-        j->fn(j->ctx, c);
-        ran++;
-    }
-    if (caller) {
+    int me = lec6_p.team_num();
+    if (me == 0) {
+        j->mine = lec6_take_part(0, j->gen, j->parts, NULL);
         j->t1 = lec6_now_ns();
-        j->mine = ran;
-    } else {
-        LEC6_ADD(&lec6_p.stats_chunks_by_workers.v, (uint64_t)ran);
-        if (mode != j->fpmode)
-            LEC6_SET_FPMODE(mode);
+        LEC6_ADD(&lec6_p.done.v, (uint64_t)j->mine);
+        return;
     }
-}
-
-/* Run the job on the team; *t1 and *mine as lec6_pool_job's (for the late test). */
-static void lec6_team_run(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int parts,
-                          int64_t *t1, int64_t *mine)
-{
-    lec6_team_job j;
-    j.fn = fn;
-    j.ctx = ctx;
-    j.nchunks = nchunks;
-    j.fpmode = LEC6_GET_FPMODE();
-    j.caller = pthread_self();
-    j.t1 = 0;
-    j.mine = 0;
-    LEC6_STORE(&j.next.v, 0);
-    lec6_p.team(lec6_team_body, &j, (unsigned)parts, 0);
-    *t1 = j.t1;
-    *mine = j.mine;
+    if (me >= j->parts || LEC6_LOAD(&lec6_p.hold.v))
+        return;                     /* (tests: a held team thread takes no chunk) */
+    uint64_t mode = LEC6_GET_FPMODE(), fpmode = mode;
+    lec6_take_part(me, j->gen, j->parts, &fpmode);
+    if (fpmode != mode)
+        LEC6_SET_FPMODE(mode);      /* the team's thread is torch's again */
 }
 #endif
 
@@ -551,6 +525,23 @@ static void lec6_judge(int judged, int64_t t0, int64_t t1, int64_t mine, int64_t
 }
 #endif
 
+/* Only chunks that workers claimed, i.e. are running, are left: wait for them, briefly
+ * spinning, then asleep so that a preempted worker can have this core. */
+static void lec6_wait_done(int64_t nchunks)
+{
+    int k;
+    for (k = 0; k < LEC6_CALLER_SPINS && (int64_t)LEC6_LOAD(&lec6_p.done.v) != nchunks; k++)
+        LEC6_PAUSE();
+    if ((int64_t)LEC6_LOAD(&lec6_p.done.v) != nchunks) {
+        LEC6_LOCK();
+        LEC6_STORE(&lec6_p.caller_asleep.v, 1);
+        while ((int64_t)LEC6_LOAD(&lec6_p.done.v) != nchunks)
+            LEC6_WAIT(finished);
+        LEC6_STORE(&lec6_p.caller_asleep.v, 0);
+        LEC6_UNLOCK();
+    }
+}
+
 static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads, int judged)
 {
 #if defined(LEC6_NO_THREADS)
@@ -582,18 +573,6 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         return lec6_run_serial(fn, ctx, nchunks);
     }
 
-    int64_t t0, t1, mine;
-#if defined(LEC6_PTHREADS)
-    if (lec6_p.team) {
-        t0 = lec6_now_ns();
-        lec6_team_run(fn, ctx, nchunks, (int)parts, &t1, &mine);
-        lec6_judge(judged, t0, t1, mine, nchunks);
-        LEC6_ADD(&lec6_p.stats_jobs.v, 1);
-        lec6_release();
-        return (int)parts;
-    }
-#endif
-
     /* Publish the job.  First close every range under the new generation, so that a worker
      * still holding a word of the previous job cannot claim against the ends written next. */
     uint64_t gen = (LEC6_LOAD(&lec6_p.gen.v) + 1) & 0xffffffffu;
@@ -610,6 +589,20 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
     for (r = 0; r < parts; r++)
         LEC6_STORE(&lec6_p.claim[r].v, gen << 32 | (uint64_t)(nchunks * r / parts));
     LEC6_STORE(&lec6_p.gen.v, gen);
+    int64_t t0 = lec6_now_ns(), t1, mine;
+#if defined(LEC6_PTHREADS)
+    if (lec6_p.team) {
+        lec6_team_job j = {gen, (int)parts, 0, 0};
+        lec6_p.team(lec6_team_body, &j, (unsigned)parts, 0);
+        t1 = j.t1;
+        mine = j.mine;
+        lec6_wait_done(nchunks);    /* (one of lec6fast's workers, still spinning, may take part) */
+        lec6_judge(judged, t0, t1, mine, nchunks);
+        LEC6_ADD(&lec6_p.stats_jobs.v, 1);
+        lec6_release();
+        return (int)parts;
+    }
+#endif
     for (r = 1; r < parts; r++) {
         if (LEC6_LOAD(&lec6_p.asleep[r].v)) {
             LEC6_LOCK();
@@ -622,19 +615,7 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
     mine = lec6_take_part(0, gen, (int)parts, NULL);
     if ((int64_t)LEC6_ADD(&lec6_p.done.v, (uint64_t)mine) != nchunks) {
         t1 = lec6_now_ns();
-        /* Only chunks that workers claimed, i.e. are running, are left: wait for them, briefly
-         * spinning, then asleep so that a preempted worker can have this core. */
-        int k;
-        for (k = 0; k < LEC6_CALLER_SPINS && (int64_t)LEC6_LOAD(&lec6_p.done.v) != nchunks; k++)
-            LEC6_PAUSE();
-        if ((int64_t)LEC6_LOAD(&lec6_p.done.v) != nchunks) {
-            LEC6_LOCK();
-            LEC6_STORE(&lec6_p.caller_asleep.v, 1);
-            while ((int64_t)LEC6_LOAD(&lec6_p.done.v) != nchunks)
-                LEC6_WAIT(finished);
-            LEC6_STORE(&lec6_p.caller_asleep.v, 0);
-            LEC6_UNLOCK();
-        }
+        lec6_wait_done(nchunks);
         lec6_judge(judged, t0, t1, mine, nchunks);
     }
     LEC6_ADD(&lec6_p.stats_jobs.v, 1);
@@ -707,17 +688,19 @@ static void lec6_pool_shutdown(void)
 
 static int lec6_pool_workers(void) { return lec6_p.workers; }
 
-/* Run jobs on the OpenMP team whose GOMP_parallel this is (NULL: on the workers again).
- * Returns whether jobs now run on a team (never where this build has no POSIX threads). */
-static int lec6_pool_set_team(lec6_team_fn team)
+/* Run jobs on the OpenMP team of this GOMP_parallel and omp_get_thread_num (NULL: on the
+ * workers again).  Returns whether jobs now run on a team (never without POSIX threads). */
+static int lec6_pool_set_team(lec6_team_fn team, lec6_team_num_fn team_num)
 {
 #if defined(LEC6_PTHREADS)
     lec6_own();                     /* not while a job runs */
-    lec6_p.team = team;
+    lec6_p.team = team && team_num ? team : NULL;
+    lec6_p.team_num = team_num;
     lec6_release();
-    return team != NULL;
+    return lec6_p.team != NULL;
 #else
     (void)team;
+    (void)team_num;
     return 0;
 #endif
 }

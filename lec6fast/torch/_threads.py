@@ -3,8 +3,8 @@
 torch runs its CPU operators on an OpenMP team whose threads spin for milliseconds after each
 parallel region.  lec6fast's own workers would then share the cores with them: right after a
 backward pass, an optimizer step on two threads ran slower than on one.  So lec6fast.torch hands
-lec6fast's pool torch's OpenMP runtime (its GOMP_parallel entry point, which GNU libgomp and LLVM
-libomp both export): every lec6fast job then runs on torch's team, whose spinning threads take it
+lec6fast's pool torch's OpenMP runtime (its GOMP_parallel and omp_get_thread_num, which GNU
+libgomp and LLVM libomp both export): every lec6fast job then runs on torch's team, whose spinning threads take it
 at once, as torch's own fused optimizers do.  The chunks, and so the results, are the same; the
 pool still judges late jobs and runs the following ones serially (src/_threads.h).
 
@@ -24,13 +24,13 @@ _LIBRARIES = ("libgomp*.so*", "libomp*.so*", "libiomp5*.so*", "libomp*.dylib", "
 
 
 def torch_openmp_parallel():
-    """(address of GOMP_parallel, library path) of the OpenMP runtime torch has loaded, or
-    (0, None)."""
+    """(GOMP_parallel's address, omp_get_thread_num's, the library's path) of the OpenMP
+    runtime torch has loaded, or (0, 0, None)."""
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        return 0, None
+        return 0, 0, None
     nolink = getattr(os, "RTLD_NOLOAD", None)
     if nolink is None:                  # (Windows: torch's OpenMP is MSVC's, without GOMP_*)
-        return 0, None
+        return 0, 0, None
     root = os.path.dirname(torch.__file__)
     folders = [os.path.join(root, "lib"), root + ".libs", os.path.join(root, "..", "torch.libs")]
     for folder in folders:
@@ -38,15 +38,18 @@ def torch_openmp_parallel():
             for path in sorted(glob.glob(os.path.join(folder, pattern))):
                 try:                    # only if already loaded: never a second runtime
                     lib = ctypes.CDLL(path, mode=nolink | os.RTLD_LAZY)
-                    return ctypes.cast(lib.GOMP_parallel, ctypes.c_void_p).value or 0, path
+                    parallel, number = lib.GOMP_parallel, lib.omp_get_thread_num
                 except (OSError, AttributeError):
                     continue
-    return 0, None
+                address = [ctypes.cast(f, ctypes.c_void_p).value or 0 for f in (parallel, number)]
+                if all(address):
+                    return address[0], address[1], path
+    return 0, 0, None
 
 
 def use_torch_threads(on=True):
     """Run lec6fast's kernels on torch's OpenMP threads (the default once lec6fast.torch is
     imported) or, with on=False, on lec6fast's own workers.  lec6fast.set_num_threads still
     sets how many threads a kernel uses.  Returns whether they now run on torch's threads."""
-    address = torch_openmp_parallel()[0] if on else 0
-    return _runtime._set_team(address)
+    parallel, number, _ = torch_openmp_parallel() if on else (0, 0, None)
+    return _runtime._set_team(parallel, number)
