@@ -88,6 +88,18 @@ class _ArrayCache:
         return self.arrays
 
 
+@pytest.fixture(autouse=True)
+def pool_threads(request):
+    """The torch benchmarks run as importing lec6fast.torch sets lec6fast up (on torch's OpenMP
+    threads); the others find lec6fast's own workers, whichever benchmark ran before."""
+    if not request.module.__name__.startswith("test_bench_torch"):
+        yield
+        return
+    from lec6fast.bench.torch_twins import lec6fast_torch
+    with lec6fast_torch():
+        yield
+
+
 @pytest.fixture(scope="session")
 def arrays_for():
     """arrays_for(kernel, dtype, shape) -> the kernel's arrays (see _ArrayCache)."""

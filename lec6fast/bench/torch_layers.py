@@ -12,6 +12,7 @@ import contextlib
 import math
 
 from lec6fast.bench.timing import interleaved, num_threads
+from lec6fast.bench.torch_twins import lec6fast_torch
 
 # (name, layer, input shape): training-sized float32 tensors
 CASES = [
@@ -74,7 +75,7 @@ def run(*, threads=None, repeat=15, batch_time=0.02, progress=None):
         return None
     note = progress or (lambda what: None)
     rows = []
-    with num_threads(threads, torch) as nt:
+    with lec6fast_torch(), num_threads(threads, torch) as nt:
         for name, kind, shape in CASES:
             case = calls(kind, shape)
             note(f"torch-layers: {name} {shape}, lec6fast.torch against torch.nn on {nt} threads")

@@ -21,7 +21,7 @@ import lec6fast
 from lec6fast import _runtime
 from lec6fast.bench.contention import busy_process
 from lec6fast.bench.timing import interleaved, thread_count
-from lec6fast.bench.torch_twins import import_torch
+from lec6fast.bench.torch_twins import import_torch, lec6fast_torch
 
 WIDTH, BLOCKS = 320, 12
 RULES = (   # (torch.optim class, keyword arguments, whether torch has fused=True on CPU)
@@ -114,8 +114,11 @@ def run(*, threads=None, repeat=9, batch_time=0.05, progress=None):
     torch = import_torch()
     if torch is None:
         return None
-    import lec6fast.torch as lt
-    nt = thread_count(threads)
+    with lec6fast_torch() as lt:
+        return _run(torch, lt, thread_count(threads), repeat, batch_time, progress)
+
+
+def _run(torch, lt, nt, repeat, batch_time, progress):
     torch.set_num_threads(nt)
     m = build(torch)
     tensors = len(list(m.parameters()))

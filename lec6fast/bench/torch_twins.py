@@ -8,6 +8,8 @@ inside functions (tests/test_architecture.py).  `UPDATES` maps an update kernel 
 lec6fast.bench.cases gives the layers theirs.
 """
 
+import contextlib
+
 from lec6fast.bench.timing import Call
 
 _torch = None
@@ -23,6 +25,24 @@ def import_torch():
             torch = False
         _torch = torch
     return _torch or None
+
+
+@contextlib.contextmanager
+def lec6fast_torch():
+    """lec6fast.torch (None where torch is absent) for a torch section of the benchmarks, which
+    runs the way importing it sets lec6fast up, on torch's OpenMP threads; the sections after it
+    (NumPy's users) find the pool as it was before."""
+    from lec6fast import _runtime
+    was = _runtime.pool_stats()["team"]
+    if import_torch() is None:
+        yield None
+        return
+    import lec6fast.torch as lt
+    lt.use_torch_threads(True)
+    try:
+        yield lt
+    finally:
+        lt.use_torch_threads(was)
 
 
 # ---------------------------------------------------------------- the update rules
