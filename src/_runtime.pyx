@@ -60,7 +60,9 @@ cdef extern from *:
     int lec6_refuse_from "lec6_p.refuse_from"
     ctypedef void (*lec6_team_fn)(void (*body)(void*), void* data, unsigned nthreads, unsigned flags)
     ctypedef int (*lec6_team_num_fn)()
-    int lec6_pool_set_team(lec6_team_fn team, lec6_team_num_fn team_num) nogil
+    int lec6_pool_set_team(lec6_team_fn team, lec6_team_num_fn team_num,
+                           lec6_team_num_fn team_max) nogil
+    int64_t lec6_pool_stat_team_jobs "LEC6_LOAD(&lec6_p.stats_team_jobs.v)"
     int lec6_pool_team()
 
 
@@ -104,22 +106,25 @@ def pool_stats():
     """{'workers': alive, 'jobs': jobs run on several threads, 'worker_chunks': chunks the
     workers (or team threads) ran, 'late': jobs whose caller waited for workers' chunks longer
     than running them itself would have taken (each sends the next jobs of a few milliseconds
-    to their callers alone), 'team': whether jobs run on an OpenMP team (see _set_team)}: for
-    the tests and `lec6fast config`."""
+    to their callers alone), 'team': whether jobs run on an OpenMP team (see _set_team),
+    'team_jobs': the jobs that ran there}: for the tests and `lec6fast config`."""
     return {"workers": lec6_pool_workers(), "jobs": lec6_pool_stat_jobs,
             "worker_chunks": lec6_pool_stat_worker_chunks, "late": lec6_pool_stat_late,
-            "team": bool(lec6_pool_team())}
+            "team": bool(lec6_pool_team()), "team_jobs": lec6_pool_stat_team_jobs}
 
 
-def _set_team(size_t gomp_parallel, size_t omp_get_thread_num):
-    """lec6fast.torch: run every job on the OpenMP team of the runtime whose GOMP_parallel and
-    omp_get_thread_num are at these addresses (the one torch has loaded), instead of the pool's
-    workers; 0 goes back to the workers.  Returns whether jobs run on a team (never in a build
-    without POSIX threads).  Nothing here can check that the addresses are those functions'."""
+def _set_team(size_t gomp_parallel, size_t omp_get_thread_num, size_t omp_get_max_threads):
+    """lec6fast.torch: run every job on the OpenMP team of the runtime whose GOMP_parallel,
+    omp_get_thread_num and omp_get_max_threads are at these addresses (the one torch has
+    loaded), instead of the pool's workers (but for jobs of more threads than the team has);
+    0 goes back to the workers.  Returns whether jobs run on a team (never in a build
+    without POSIX threads, nor in a fork() child of a process that had imported lec6fast).
+    Nothing here can check that the addresses are those functions'."""
     cdef int on
     with nogil:
         on = lec6_pool_set_team(<lec6_team_fn>gomp_parallel,
-                                <lec6_team_num_fn>omp_get_thread_num)
+                                <lec6_team_num_fn>omp_get_thread_num,
+                                <lec6_team_num_fn>omp_get_max_threads)
     return bool(on)
 
 
@@ -145,8 +150,8 @@ def _refuse_workers_from(int n):
 
 
 def _set_spin_us(double us, hot_us=None):
-    """Benchmarks only: how long an idle worker spins before it sleeps, and for how much of
-    that it does not yield its core."""
+    """Benchmarks and tests only: how long an idle worker spins before it sleeps, and for how
+    much of that it does not yield its core."""
     global lec6_spin_ns, lec6_hot_spin_ns
     lec6_spin_ns = <long long>(us * 1000)
     if hot_us is not None:

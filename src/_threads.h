@@ -37,8 +37,11 @@
  *     one), and a spinning team thread takes the job at once.  Team thread k takes part as
  *     worker k would (home range k first, under the caller's floating-point mode, its own given
  *     back after), and the job is judged late by the same rule: a team thread that cannot get
- *     a core holds the caller at the team's closing barrier, and a late job sends the
- *     following ones to the caller alone as above.  A forked child uses the workers.
+ *     a core (or, asleep, must wake first) holds the caller at the team's closing barrier, and
+ *     a late job sends the following ones to the caller alone as above.  A job of more threads than the team has
+ *     (torch.set_num_threads(1), as in DataLoader workers) runs on the workers instead: the
+ *     runtime would create threads for it.  A forked child uses the workers, for good: GNU
+ *     libgomp cannot run a parallel region in a child whose parent had used it.
  *   - Workers are created lazily, at most LEC6_MAX_THREADS - 1; a failed creation means fewer
  *     participants, never an error.  After fork() the child forgets the parent's workers and
  *     creates its own on its first job.  While one caller runs a job, a call from another
@@ -60,8 +63,8 @@
 typedef void (*lec6_chunk_fn)(void *ctx, int64_t chunk);
 
 /* An OpenMP runtime's GOMP_parallel: body(data) on nthreads threads, the caller among them,
- * returning when all have finished (libgomp's, and LLVM libomp's compatible entry point); and
- * its omp_get_thread_num (0 on the caller). */
+ * returning when all have finished (libgomp's, and LLVM libomp's compatible entry point); its
+ * omp_get_thread_num (0 on the caller) and omp_get_max_threads. */
 typedef void (*lec6_team_fn)(void (*body)(void *), void *data, unsigned nthreads, unsigned flags);
 typedef int (*lec6_team_num_fn)(void);
 
@@ -172,7 +175,7 @@ static struct {
     lec6_word asleep[LEC6_MAX_THREADS]; /* worker w sleeps (or is about to) on wake[w] */
     lec6_word caller_asleep;            /* the caller sleeps until done == nchunks */
     lec6_word stop_from;                /* workers with index >= this exit (at shutdown) */
-    lec6_word stats_jobs, stats_chunks_by_workers, stats_late;
+    lec6_word stats_jobs, stats_chunks_by_workers, stats_late, stats_team_jobs;
     int64_t serial_until;               /* after a late job: jobs run serially until then (ns) */
     int64_t last_end;                   /* when the last such period ended (or ends) */
     int64_t backoff_ns;                 /* its length, doubled while late jobs keep coming */
@@ -187,6 +190,8 @@ static struct {
     int64_t hot_spin_ns;                /* of which the first part without yielding */
     lec6_team_fn team;                  /* jobs run on this OpenMP team instead (NULL: workers) */
     lec6_team_num_fn team_num;          /* a team thread's number there */
+    lec6_team_num_fn team_max;          /* the team's size there (torch.set_num_threads) */
+    int forked;                         /* a fork() child: never a team (its parent's is dead) */
 #if defined(LEC6_PTHREADS)
     pthread_mutex_t lock;
     pthread_cond_t wake[LEC6_MAX_THREADS];  /* worker w waits on wake[w] for a job */
@@ -412,7 +417,8 @@ static void lec6_after_fork_in_child(void)
 {
     lec6_init_sync();
     lec6_p.workers = 0;
-    lec6_p.team = NULL;             /* the parent's OpenMP team is not the child's */
+    lec6_p.team = NULL;             /* the parent's OpenMP team is not the child's, and */
+    lec6_p.forked = 1;              /* GNU libgomp hangs in a child whose parent used it */
     LEC6_STORE(&lec6_p.busy.v, 0);
     LEC6_STORE(&lec6_p.caller_asleep.v, 0);
     LEC6_STORE(&lec6_p.stop_from.v, LEC6_MAX_THREADS);
@@ -562,7 +568,11 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         else
             lec6_p.serial_until = 0;
     }
-    if (parts > 1 && !lec6_p.team) {
+    int team = 0;
+#if defined(LEC6_PTHREADS)
+    team = parts > 1 && lec6_p.team && parts <= lec6_p.team_max();
+#endif
+    if (parts > 1 && !team) {
         while (lec6_p.workers < parts - 1 && lec6_start_worker(lec6_p.workers + 1))
             lec6_p.workers++;
         if (parts > lec6_p.workers + 1)
@@ -591,7 +601,7 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
     LEC6_STORE(&lec6_p.gen.v, gen);
     int64_t t0 = lec6_now_ns(), t1, mine;
 #if defined(LEC6_PTHREADS)
-    if (lec6_p.team) {
+    if (team) {
         lec6_team_job j = {gen, (int)parts, 0, 0};
         lec6_p.team(lec6_team_body, &j, (unsigned)parts, 0);
         t1 = j.t1;
@@ -599,6 +609,7 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
         lec6_wait_done(nchunks);    /* (one of lec6fast's workers, still spinning, may take part) */
         lec6_judge(judged, t0, t1, mine, nchunks);
         LEC6_ADD(&lec6_p.stats_jobs.v, 1);
+        LEC6_ADD(&lec6_p.stats_team_jobs.v, 1);
         lec6_release();
         return (int)parts;
     }
@@ -688,19 +699,23 @@ static void lec6_pool_shutdown(void)
 
 static int lec6_pool_workers(void) { return lec6_p.workers; }
 
-/* Run jobs on the OpenMP team of this GOMP_parallel and omp_get_thread_num (NULL: on the
- * workers again).  Returns whether jobs now run on a team (never without POSIX threads). */
-static int lec6_pool_set_team(lec6_team_fn team, lec6_team_num_fn team_num)
+/* Run jobs on the OpenMP team of this GOMP_parallel, omp_get_thread_num and
+ * omp_get_max_threads (NULL: on the workers again).  Returns whether jobs now run on a team
+ * (never without POSIX threads, nor in a fork() child). */
+static int lec6_pool_set_team(lec6_team_fn team, lec6_team_num_fn team_num,
+                              lec6_team_num_fn team_max)
 {
 #if defined(LEC6_PTHREADS)
     lec6_own();                     /* not while a job runs */
-    lec6_p.team = team && team_num ? team : NULL;
+    lec6_p.team = team && team_num && team_max && !lec6_p.forked ? team : NULL;
     lec6_p.team_num = team_num;
+    lec6_p.team_max = team_max;
     lec6_release();
     return lec6_p.team != NULL;
 #else
     (void)team;
     (void)team_num;
+    (void)team_max;
     return 0;
 #endif
 }

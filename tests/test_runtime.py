@@ -377,7 +377,7 @@ def test_config_dict(num_threads):
     assert c["built_simd_levels"] == list(_dispatch.available_levels())
     assert c["num_threads"] == 1
     assert c["max_threads"] == _dispatch.max_threads()
-    assert set(c["pool"]) == {"workers", "jobs", "worker_chunks", "late", "team"}
+    assert set(c["pool"]) == {"workers", "jobs", "worker_chunks", "late", "team", "team_jobs"}
 
 
 # ---------------------------------------------------------------- PyTorch in the same process
