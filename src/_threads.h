@@ -529,7 +529,6 @@ static void lec6_judge(int judged, int64_t t0, int64_t t1, int64_t mine, int64_t
         LEC6_ADD(&lec6_p.stats_late.v, 1);
     }
 }
-#endif
 
 /* Only chunks that workers claimed, i.e. are running, are left: wait for them, briefly
  * spinning, then asleep so that a preempted worker can have this core. */
@@ -547,6 +546,7 @@ static void lec6_wait_done(int64_t nchunks)
         LEC6_UNLOCK();
     }
 }
+#endif
 
 static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threads, int judged)
 {

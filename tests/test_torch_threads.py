@@ -25,7 +25,7 @@ from test_threads import every_kernel_call   # noqa: E402
 
 OPENMP = lt._threads.torch_openmp_parallel()[0] != 0
 pytestmark = pytest.mark.skipif(not (OPENMP and _runtime.HAS_THREADS),
-                                reason="torch's parallel backend is not a GOMP-compatible OpenMP")
+                                reason="needs threads, and torch on a GOMP-compatible OpenMP")
 
 
 @pytest.fixture
