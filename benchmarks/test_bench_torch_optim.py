@@ -34,21 +34,16 @@ def test_torch_model_step(benchmark, time_fn, name, kw, label):
     assert all(not torch.equal(p, q) for p, q in zip(m.parameters(), before))
 
 
-
 @pytest.mark.parametrize("variant", range(4), ids=["lt", "lt-own-workers", "fused=True", "default"])
 def test_torch_model_step_in_a_training_loop(benchmark, variant):
     """Adam's step alone, each round after zero_grad, forward and backward of a batch (untimed),
     where torch's OpenMP threads have just worked: lec6fast.torch on them (its default), on
-    lec6fast's own workers, torch's fused and default Adam."""
+    lec6fast's own workers, torch's fused and default Adam (the pool_threads fixture restores
+    where lec6fast's kernels run)."""
     import lec6fast.torch as lt
-    from lec6fast import _runtime
     label, cls, kw, on = tm.loop_variants(torch, lt)[variant]
     benchmark.group = "torch-model: Adam step in a training loop (100 tensors, 9.95M float32)"
     benchmark.extra_info["variant"] = label
     prepare, step = tm.training_step(torch, cls, kw)
-    was = _runtime.pool_stats()["team"]
     lt.use_torch_threads(on)
-    try:
-        benchmark.pedantic(step, setup=prepare, rounds=20, warmup_rounds=2)
-    finally:
-        lt.use_torch_threads(was)
+    benchmark.pedantic(step, setup=prepare, rounds=20, warmup_rounds=2)

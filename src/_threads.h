@@ -38,10 +38,11 @@
  *     worker k would (home range k first, under the caller's floating-point mode, its own given
  *     back after), and the job is judged late by the same rule: a team thread that cannot get
  *     a core (or, asleep, must wake first) holds the caller at the team's closing barrier, and
- *     a late job sends the following ones to the caller alone as above.  A job of more threads than the team has
- *     (torch.set_num_threads(1), as in DataLoader workers) runs on the workers instead: the
- *     runtime would create threads for it.  A forked child uses the workers, for good: GNU
- *     libgomp cannot run a parallel region in a child whose parent had used it.
+ *     a late job sends the following ones to the caller alone as above.  A job of more threads
+ *     than the team has (torch.set_num_threads(1), as in DataLoader workers) runs on the
+ *     workers instead: the runtime would create threads for it.  A forked child uses the
+ *     workers, for good: GNU libgomp cannot run a parallel region in a child whose parent had
+ *     used it.
  *   - Workers are created lazily, at most LEC6_MAX_THREADS - 1; a failed creation means fewer
  *     participants, never an error.  After fork() the child forgets the parent's workers and
  *     creates its own on its first job.  While one caller runs a job, a call from another
@@ -599,35 +600,33 @@ static int lec6_pool_job(lec6_chunk_fn fn, void *ctx, int64_t nchunks, int threa
     for (r = 0; r < parts; r++)
         LEC6_STORE(&lec6_p.claim[r].v, gen << 32 | (uint64_t)(nchunks * r / parts));
     LEC6_STORE(&lec6_p.gen.v, gen);
-    int64_t t0 = lec6_now_ns(), t1, mine;
-#if defined(LEC6_PTHREADS)
+    int64_t t0, t1, mine;
     if (team) {
+#if defined(LEC6_PTHREADS)
         lec6_team_job j = {gen, (int)parts, 0, 0};
+        t0 = lec6_now_ns();
         lec6_p.team(lec6_team_body, &j, (unsigned)parts, 0);
         t1 = j.t1;
         mine = j.mine;
         lec6_wait_done(nchunks);    /* (one of lec6fast's workers, still spinning, may take part) */
         lec6_judge(judged, t0, t1, mine, nchunks);
-        LEC6_ADD(&lec6_p.stats_jobs.v, 1);
         LEC6_ADD(&lec6_p.stats_team_jobs.v, 1);
-        lec6_release();
-        return (int)parts;
-    }
 #endif
-    for (r = 1; r < parts; r++) {
-        if (LEC6_LOAD(&lec6_p.asleep[r].v)) {
-            LEC6_LOCK();
-            LEC6_SIGNAL(wake[r]);
-            LEC6_UNLOCK();
+    } else {
+        for (r = 1; r < parts; r++) {
+            if (LEC6_LOAD(&lec6_p.asleep[r].v)) {
+                LEC6_LOCK();
+                LEC6_SIGNAL(wake[r]);
+                LEC6_UNLOCK();
+            }
         }
-    }
-
-    t0 = lec6_now_ns();
-    mine = lec6_take_part(0, gen, (int)parts, NULL);
-    if ((int64_t)LEC6_ADD(&lec6_p.done.v, (uint64_t)mine) != nchunks) {
-        t1 = lec6_now_ns();
-        lec6_wait_done(nchunks);
-        lec6_judge(judged, t0, t1, mine, nchunks);
+        t0 = lec6_now_ns();
+        mine = lec6_take_part(0, gen, (int)parts, NULL);
+        if ((int64_t)LEC6_ADD(&lec6_p.done.v, (uint64_t)mine) != nchunks) {
+            t1 = lec6_now_ns();
+            lec6_wait_done(nchunks);
+            lec6_judge(judged, t0, t1, mine, nchunks);
+        }
     }
     LEC6_ADD(&lec6_p.stats_jobs.v, 1);
     lec6_release();

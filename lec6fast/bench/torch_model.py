@@ -17,10 +17,9 @@ import contextlib
 import statistics
 import time
 
-import lec6fast
 from lec6fast import _runtime
 from lec6fast.bench.contention import busy_process
-from lec6fast.bench.timing import interleaved, thread_count
+from lec6fast.bench.timing import interleaved, num_threads, thread_count
 from lec6fast.bench.torch_twins import import_torch, lec6fast_torch
 
 WIDTH, BLOCKS = 320, 12
@@ -144,12 +143,8 @@ def _run(torch, lt, nt, repeat, batch_time, progress):
     what = "Adam(lr=0.001), step in a training loop (after forward+backward)"
     if progress:
         progress(f"torch-model: {case}: {what}")
-    saved = lec6fast.get_num_threads()
-    lec6fast.set_num_threads(nt)
-    try:
+    with num_threads(nt):
         steps = training_loop(torch, lt)
-    finally:
-        lec6fast.set_num_threads(saved)
     (first, t_first), others = steps[0], steps[1:]
     rows.append(dict(case=case, rule=what, n=n, label=first, seconds=t_first))
     for label, t in others:
